@@ -1,0 +1,144 @@
+"""The command line: parse, wire the pieces, map errors to exit codes. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from agent import __version__, config as configuration, logs
+from agent.errors import EXIT_OK, EXIT_USAGE, AgentError
+
+log = logging.getLogger("agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agent import sandbox
+
+    parser = argparse.ArgumentParser(
+        prog="qonto-agent",
+        description="Upload the PDF invoices dropped into an inbox folder to Qonto, "
+                    "and mirror Qonto's supplier invoices into an outbox folder.",
+    )
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help="configuration file (default: $QONTO_AGENT_CONFIG, else ./config.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details too")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    parser.add_argument("--version", action="version", version=f"qonto-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", help="write a configuration file and create the folders")
+    p.add_argument("--inbox", default="inbox", help="inbox folder (default: inbox)")
+    p.add_argument("--outbox", default="outbox", help="outbox folder (default: outbox)")
+    p.add_argument("--base-url", default=configuration.QontoConfig.base_url, help="Qonto API root")
+    p.add_argument("--login", default="", help="API key login (or set QONTO_LOGIN later)")
+    p.add_argument("--secret-key", default="", help="API key secret (better: QONTO_SECRET_KEY)")
+    p.add_argument("--staging-token", default="", help="for Qonto's sandbox only")
+    p.add_argument("--force", action="store_true", help="overwrite an existing configuration file")
+
+    sub.add_parser("check", help="validate the configuration and the credentials")
+    sub.add_parser("run", help="watch the inbox and upload continuously; sync the outbox on a schedule")
+
+    p = sub.add_parser("upload", help="one pass over the inbox (or the given files), then exit")
+    p.add_argument("files", nargs="*", metavar="FILE", help="files inside the inbox (default: all of it)")
+    p.add_argument("--force", action="store_true", help="send the given files even if their content was uploaded")
+
+    p = sub.add_parser("sync", help="one outbox sync, then exit")
+    p.add_argument("--full", action="store_true", help="ignore the cursor and look at every invoice")
+
+    p = sub.add_parser("status", help="what waits, what was uploaded, what failed, last sync")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("demo", help="the whole flow against a local sandbox, no credentials needed")
+    p.add_argument("--dir", type=Path, default=None, help="workspace folder (default: a new temporary one)")
+
+    p = sub.add_parser("sandbox", help="serve a local Qonto-compatible API for tests and set-ups")
+    sandbox.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.verbose, args.log_format)
+    try:
+        return _dispatch(args)
+    except AgentError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sandbox":
+        from agent import sandbox
+        return sandbox.command(args)
+    if args.command == "demo":
+        from agent import demo
+        return demo.main(args.dir)
+    if args.command == "init":
+        return _init(args)
+    if args.command == "status":
+        from agent import status
+        cfg = configuration.load(args.config, need_credentials=False)
+        return status.main(cfg, as_json=args.json)
+
+    cfg = configuration.load(args.config)
+    logs.add_secrets(cfg.qonto.secrets())
+    from agent.qonto import QontoClient
+    from agent.state import Ledger
+
+    with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
+        if args.command == "check":
+            org = client.get_organization()
+            name = org.get("legal_name") or org.get("name") or org.get("slug")
+            print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
+            return EXIT_OK
+        ledger = Ledger(cfg.state.path)
+        try:
+            if args.command == "run":
+                from agent import service
+                return service.run(cfg, client, ledger)
+            if args.command == "upload":
+                from agent import service
+                files = service.resolve_files(cfg, args.files) if args.files else None
+                return service.upload_once(cfg, client, ledger, files, force=args.force)
+            if args.command == "sync":
+                from agent import mirror
+                report = mirror.sync(cfg, client, ledger, full=args.full,
+                                     progress=_progress if sys.stderr.isatty() else None)
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")
+                return report.exit_code
+        finally:
+            ledger.close()
+    return EXIT_USAGE
+
+
+def _progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\rsynced {done}/{total} invoices ")
+    sys.stderr.flush()
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = args.config or configuration.default_config_path()
+    document = {
+        "qonto": {"base_url": args.base_url},
+        "inbox": {"path": args.inbox},
+        "outbox": {"path": args.outbox},
+    }
+    for key in ("login", "secret_key", "staging_token"):
+        value = getattr(args, key)
+        if value:
+            document["qonto"][key] = value
+    configuration.write_config(path, document, force=args.force)
+    cfg = configuration.load(path, need_credentials=False)
+    for folder in (cfg.inbox.path, cfg.outbox.path):
+        folder.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {path}; inbox: {cfg.inbox.path}; outbox: {cfg.outbox.path}")
+    if cfg.qonto.auth_mode is None:
+        print("next: set QONTO_LOGIN and QONTO_SECRET_KEY (or edit the file), then run `qonto-agent check`")
+    else:
+        print("next: `qonto-agent check`, then `qonto-agent run`")
+    return EXIT_OK

@@ -1,0 +1,388 @@
+"""TOML configuration → frozen dataclasses, validated with sentences a person can act on.
+
+The file is read with `tomllib`; environment variables override it; relative paths are
+relative to the config file. `write_config` (for `init`) writes with `tomli_w`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import stat
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import tomli_w
+
+from agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 20  # Qonto's limit of invoices per bulk request
+
+# Environment variables that override the file, by the key they override.
+ENV_OVERRIDES: dict[tuple[str, str], str] = {
+    ("qonto", "base_url"): "QONTO_BASE_URL",
+    ("qonto", "login"): "QONTO_LOGIN",
+    ("qonto", "secret_key"): "QONTO_SECRET_KEY",
+    ("qonto", "access_token"): "QONTO_ACCESS_TOKEN",
+    ("qonto", "refresh_token"): "QONTO_REFRESH_TOKEN",
+    ("qonto", "client_id"): "QONTO_CLIENT_ID",
+    ("qonto", "client_secret"): "QONTO_CLIENT_SECRET",
+    ("qonto", "staging_token"): "QONTO_STAGING_TOKEN",
+}
+SECRET_KEYS = ("secret_key", "access_token", "refresh_token", "client_secret", "staging_token")
+
+
+@dataclass(frozen=True)
+class QontoConfig:
+    """How to reach Qonto and who we are there. Secrets are kept out of repr()."""
+
+    base_url: str = "https://thirdparty.qonto.com"
+    login: str = ""
+    secret_key: str = field(default="", repr=False)
+    access_token: str = field(default="", repr=False)
+    refresh_token: str = field(default="", repr=False)
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    token_url: str = "https://oauth.qonto.com/oauth2/token"
+    staging_token: str = field(default="", repr=False)
+    timeout_seconds: float = 30.0
+    max_requests_per_10s: int = 900  # Qonto allows 1,000 per 10 s per IP: keep a margin
+    max_requests_per_10min: int = 9000  # ... and 10,000 per 10 min
+    idempotency_window_seconds: float = 1800.0  # how long Qonto remembers an idempotency key
+
+    @property
+    def api_root(self) -> str:
+        """The base URL without a trailing slash or `/v2`: paths add `/v2/...` themselves."""
+        root = self.base_url.rstrip("/")
+        return root[: -len("/v2")] if root.endswith("/v2") else root
+
+    @property
+    def auth_mode(self) -> str | None:
+        """'oauth' when a token is configured, 'api_key' for login + secret, else None."""
+        if self.access_token or self.refresh_token:
+            return "oauth"
+        if self.login and self.secret_key:
+            return "api_key"
+        return None
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, so logs and files can be checked against them."""
+        return [v for v in (getattr(self, k) for k in SECRET_KEYS) if v]
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    path: Path = Path("inbox")
+    patterns: tuple[str, ...] = ("*.pdf",)
+    recursive: bool = False
+    polling: bool | str = "auto"
+    poll_interval_seconds: float = 5.0
+    rescan_seconds: float = 300.0
+    settle_seconds: float = 5.0
+    debounce_seconds: float = 2.0
+    max_wait_seconds: float = 30.0
+    batch_size: int = MAX_BATCH
+    incomplete_after_seconds: float = 3600.0  # a PDF still missing its %%EOF goes to error/ then
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    path: Path = Path("outbox")
+    sync_interval_seconds: float = 900.0
+    since: str | None = None
+    concurrency: int = 4  # attachment downloads at once, all bounded by the client's rate limiter
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path = Path()  # resolved by `load`: the platform's state dir when empty
+
+
+@dataclass(frozen=True)
+class Config:
+    qonto: QontoConfig
+    inbox: InboxConfig
+    outbox: OutboxConfig
+    state: StateConfig
+    source: Path | None = None  # the file it came from, for messages
+
+    @property
+    def token_store(self) -> Path:
+        """Where rotated OAuth tokens are kept between starts (mode 0600, beside the ledger)."""
+        return self.state.path.with_suffix(".oauth.json")
+
+
+SECTIONS: dict[str, type] = {
+    "qonto": QontoConfig,
+    "inbox": InboxConfig,
+    "outbox": OutboxConfig,
+    "state": StateConfig,
+}
+
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    """`$QONTO_AGENT_CONFIG`, else `./config.toml` (DESIGN.md)."""
+    return Path(env.get("QONTO_AGENT_CONFIG") or "config.toml")
+
+
+def platform_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The per-user state folder of this platform, under which the agent keeps its ledger."""
+    if sys.platform == "win32":
+        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "qonto-agent"
+
+
+def default_state_path(inbox: Path, env: Mapping[str, str] = os.environ) -> Path:
+    """One ledger per inbox, so two configurations on one machine never share what they uploaded."""
+    digest = hashlib.sha256(str(inbox.resolve()).encode()).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", inbox.name).strip("-") or "inbox"
+    return platform_state_dir(env) / f"{slug}-{digest}.sqlite"
+
+
+def load(
+    path: Path | str | None = None,
+    env: Mapping[str, str] = os.environ,
+    *,
+    need_credentials: bool = True,
+) -> Config:
+    """Read, merge with the environment, and validate a configuration file.
+
+    A missing file is an error when credentials are needed; commands that only read local state
+    (`status`) may run on defaults.
+    """
+    path = Path(path) if path is not None else default_config_path(env)
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc}): fix the line it names.") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path} ({exc.strerror}): check its permissions.") from None
+        _warn_if_secret_readable(path, raw)
+    elif need_credentials:
+        raise ConfigError(
+            f"no configuration file at {path}: create one with `qonto-agent init`, "
+            "or pass -c CONFIG (or set QONTO_AGENT_CONFIG)."
+        )
+    return from_mapping(raw, env=env, base_dir=path.resolve().parent, source=path,
+                        need_credentials=need_credentials)
+
+
+def from_mapping(
+    raw: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] = os.environ,
+    base_dir: Path = Path("."),
+    source: Path | None = None,
+    need_credentials: bool = True,
+) -> Config:
+    """Validate an already-parsed TOML document (the loader's second half, also used by tests)."""
+    where = str(source) if source else "the configuration"
+    _check_unknown(raw, where)
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        values = dict(raw.get(name, {}))
+        for (sec, key), var in ENV_OVERRIDES.items():
+            if sec == name and env.get(var):
+                values[key] = env[var]
+        sections[name] = _build(cls, name, values)
+
+    q: QontoConfig = sections["qonto"]
+    inbox: InboxConfig = sections["inbox"]
+    outbox: OutboxConfig = sections["outbox"]
+    state: StateConfig = sections["state"]
+
+    _check_base_url(q.base_url, "base_url")
+    if q.auth_mode == "oauth" or q.client_id:
+        _check_base_url(q.token_url, "token_url")
+    if not 1 <= inbox.batch_size <= MAX_BATCH:
+        raise ConfigError(
+            f"`[inbox] batch_size` is {inbox.batch_size}: Qonto takes 1 to {MAX_BATCH} invoices "
+            f"per request, so set it between 1 and {MAX_BATCH}."
+        )
+    if inbox.polling not in (True, False, "auto"):
+        raise ConfigError('`[inbox] polling` must be true, false or "auto".')
+    if not inbox.patterns:
+        raise ConfigError('`[inbox] patterns` is empty: list at least one, e.g. ["*.pdf"].')
+    if outbox.since is not None:
+        parse_timestamp(outbox.since, "`[outbox] since`")
+    if need_credentials:
+        check_credentials(q)
+
+    inbox_path = _resolve(inbox.path, base_dir)
+    outbox_path = _resolve(outbox.path, base_dir)
+    if inbox_path == outbox_path:
+        raise ConfigError("`[inbox] path` and `[outbox] path` are the same folder: give each its own.")
+    state_path = _resolve(state.path, base_dir) if str(state.path) not in ("", ".") else \
+        default_state_path(inbox_path, env)
+    return Config(
+        qonto=q,
+        inbox=dataclasses.replace(inbox, path=inbox_path,
+                                  patterns=tuple(p.lower() for p in inbox.patterns)),
+        outbox=dataclasses.replace(outbox, path=outbox_path),
+        state=StateConfig(path=state_path),
+        source=source,
+    )
+
+
+def check_credentials(q: QontoConfig) -> None:
+    """Refuse a configuration that has no way to authenticate, naming what to set."""
+    if q.auth_mode == "oauth":
+        if not q.access_token and not (q.client_id and q.client_secret):
+            raise ConfigError(
+                "an OAuth refresh_token needs `[qonto] client_id` and `client_secret` "
+                "(or QONTO_CLIENT_ID and QONTO_CLIENT_SECRET) to get access tokens."
+            )
+        return
+    if q.auth_mode is None:
+        missing = "secret_key" if q.login else "login"
+        env_var = ENV_OVERRIDES[("qonto", missing)]
+        raise ConfigError(
+            f"no Qonto credentials: set `[qonto] {missing}` (or {env_var}); "
+            "API keys are under Settings > Integrations & partnerships > API key in Qonto, "
+            "or use OAuth with `access_token`/`refresh_token`."
+        )
+
+
+def parse_timestamp(value: str, what: str) -> datetime:
+    """An RFC 3339 timestamp with a time zone, or a ConfigError that shows the expected form."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ConfigError(f'{what} is "{value}": write a time with its zone, e.g. "2026-01-01T00:00:00Z".')
+    return parsed
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(url: str, key: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f'`[qonto] {key}` is "{url}": give a full URL such as https://thirdparty.qonto.com.')
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"`[qonto] {key}` uses http:// to {parts.hostname}: credentials would travel unencrypted, "
+            "so use https:// (plain http is allowed only for loopback, e.g. the local sandbox)."
+        )
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    path = Path(os.path.expanduser(str(path)))
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown section [{name}] in {where}{_nearest(name, SECTIONS)}.")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] in {where} must be a table of keys, not a single value.")
+        known = {f.name for f in dataclasses.fields(SECTIONS[name])}
+        for key in value:
+            if key not in known:
+                raise ConfigError(f"unknown key `[{name}] {key}` in {where}{_nearest(key, known)}.")
+
+
+def _nearest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.5)
+    return f": did you mean `{close[0]}`?" if close else f"; valid: {', '.join(sorted(choices))}"
+
+
+def _build(cls: type, section: str, values: dict[str, Any]):
+    defaults = cls()
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        kwargs[f.name] = _coerce(values[f.name], getattr(defaults, f.name), f"`[{section}] {f.name}`")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, what: str) -> Any:
+    """Check a value against the type of its default, converting only where it is lossless."""
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"{what} must be {expected}, not {type(value).__name__} ({value!r}).")
+
+    if isinstance(default, bool) and not isinstance(value, bool):
+        if what.endswith("polling`") and value == "auto":
+            return value
+        raise wrong("true or false" + (' or "auto"' if what.endswith("polling`") else ""))
+    if isinstance(default, bool):
+        return value
+    if default == "auto":  # polling
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise wrong('true, false or "auto"')
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        if value < 0:
+            raise ConfigError(f"{what} is {value}: it must not be negative.")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong('a list of strings, e.g. ["*.pdf"]')
+        return tuple(value)
+    if isinstance(default, Path):
+        if not isinstance(value, str):
+            raise wrong("a path in quotes")
+        return Path(value)
+    if not isinstance(value, str):  # strings and optional strings
+        raise wrong("a string in quotes")
+    return value
+
+
+def _warn_if_secret_readable(path: Path, raw: Mapping[str, Any]) -> None:
+    if os.name != "posix" or not any(raw.get("qonto", {}).get(k) for k in SECRET_KEYS):
+        return
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "%s holds a secret and other users can read it: run `chmod 600 %s`, "
+            "or move the secret to an environment variable (e.g. QONTO_SECRET_KEY).", path, path,
+        )
+
+
+def write_config(path: Path, document: Mapping[str, Any], *, force: bool = False) -> None:
+    """Write a configuration with `tomli_w`; 0600 when it holds a secret; never clobber silently."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists: pass --force to overwrite it.")
+    has_secret = any(document.get("qonto", {}).get(k) for k in SECRET_KEYS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = tomli_w.dumps(document).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if has_secret else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    if has_secret:
+        os.chmod(path, 0o600)

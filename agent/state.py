@@ -1,0 +1,255 @@
+"""The SQLite ledger: what was uploaded, what is pending, the sync cursor, the mirror entries.
+
+It knows no HTTP and no folders: the uploader and the mirror tell it facts, `status` reads them.
+WAL mode and a busy timeout make it safe for `run`, `status` and a one-off `upload` at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from contextlib import contextmanager
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    sha256          TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL,
+    file_name       TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    dropped_at      REAL,
+    outcome         TEXT NOT NULL,      -- sending | uploaded | rejected
+    invoice_id      TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at REAL,
+    last_attempt_at REAL,
+    finished_at     REAL,
+    errors          TEXT,               -- JSON list of {code, detail}
+    hint            TEXT
+);
+CREATE INDEX IF NOT EXISTS uploads_invoice ON uploads(invoice_id);
+CREATE INDEX IF NOT EXISTS uploads_finished ON uploads(outcome, finished_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    sha256     TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    outcome    TEXT                     -- created | rejected | unknown | failed: <why>; NULL while in flight
+);
+CREATE TABLE IF NOT EXISTS pending (
+    file   TEXT PRIMARY KEY,
+    since  REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mirror (
+    invoice_id        TEXT PRIMARY KEY,
+    stem              TEXT NOT NULL,
+    updated_at        TEXT,
+    attachment_id     TEXT,
+    attachment_sha256 TEXT,
+    file              TEXT,
+    row               TEXT NOT NULL      -- JSON of the invoices.csv row
+);
+"""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One piece of content (by SHA-256) and what became of it."""
+
+    sha256: str
+    idempotency_key: str
+    file_name: str
+    size: int
+    dropped_at: float | None
+    outcome: str
+    invoice_id: str | None
+    attempts: int
+    first_attempt_at: float | None
+    last_attempt_at: float | None
+    finished_at: float | None
+    errors: list[dict]
+    hint: str | None
+
+
+@dataclass(frozen=True)
+class Pending:
+    file: str
+    since: float
+    reason: str
+
+
+class Ledger:
+    """A thread-safe handle on the ledger file (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False,
+                                   isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._tx() as db:
+            db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # --- uploads -------------------------------------------------------------------------------
+
+    def lookup(self, sha256: str) -> Upload | None:
+        rows = self._query("SELECT * FROM uploads WHERE sha256 = ?", (sha256,))
+        return _upload(rows[0]) if rows else None
+
+    def by_invoice(self, invoice_id: str) -> Upload | None:
+        rows = self._query("SELECT * FROM uploads WHERE invoice_id = ? ORDER BY finished_at DESC LIMIT 1",
+                           (invoice_id,))
+        return _upload(rows[0]) if rows else None
+
+    def begin_attempt(self, sha256: str, key: str, file_name: str, size: int,
+                      dropped_at: float | None, now: float | None = None) -> None:
+        """Record, before the request leaves, that this content is being sent with this key."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO uploads (sha256, idempotency_key, file_name, size, dropped_at, outcome,
+                                        attempts, first_attempt_at, last_attempt_at)
+                   VALUES (?, ?, ?, ?, ?, 'sending', 1, ?, ?)
+                   ON CONFLICT(sha256) DO UPDATE SET
+                       outcome = 'sending', file_name = excluded.file_name, size = excluded.size,
+                       dropped_at = COALESCE(uploads.dropped_at, excluded.dropped_at),
+                       attempts = uploads.attempts + 1,
+                       first_attempt_at = CASE WHEN uploads.outcome = 'sending'
+                           THEN COALESCE(uploads.first_attempt_at, excluded.first_attempt_at)
+                           ELSE excluded.first_attempt_at END,
+                       last_attempt_at = excluded.last_attempt_at""",
+                (sha256, key, file_name, size, dropped_at, now, now),
+            )
+            db.execute("INSERT INTO attempts (sha256, started_at) VALUES (?, ?)", (sha256, now))
+
+    def finish_attempt(self, sha256: str, outcome: str) -> None:
+        """Note how the last attempt ended when it did not settle the content (unknown, failed)."""
+        with self._tx() as db:
+            _close_attempt(db, sha256, outcome)
+
+    def record_uploaded(self, sha256: str, invoice_id: str, now: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE uploads SET outcome='uploaded', invoice_id=?, finished_at=?, errors=NULL, "
+                       "hint=NULL WHERE sha256=?", (invoice_id, time.time() if now is None else now, sha256))
+            _close_attempt(db, sha256, "created")
+
+    def record_rejected(self, sha256: str, errors: list[dict], hint: str, now: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE uploads SET outcome='rejected', finished_at=?, errors=?, hint=? WHERE sha256=?",
+                       (time.time() if now is None else now, json.dumps(errors), hint, sha256))
+            _close_attempt(db, sha256, "rejected")
+
+    def record_local_error(self, sha256: str | None, key: str | None, file_name: str, size: int,
+                           errors: list[dict], hint: str) -> None:
+        """A file refused before any request (empty, not a PDF, too large): kept for `status`."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO uploads (sha256, idempotency_key, file_name, size, outcome, finished_at, errors, hint)
+                   VALUES (?, ?, ?, ?, 'rejected', ?, ?, ?)
+                   ON CONFLICT(sha256) DO UPDATE SET outcome='rejected', finished_at=excluded.finished_at,
+                       errors=excluded.errors, hint=excluded.hint, file_name=excluded.file_name""",
+                (sha256 or f"local:{file_name}:{now}", key or "", file_name, size, now,
+                 json.dumps(errors), hint),
+            )
+
+    def unresolved(self) -> list[Upload]:
+        """Content whose last attempt got no answer (crash, timeout): to resend or reconcile."""
+        return [_upload(r) for r in self._query("SELECT * FROM uploads WHERE outcome='sending'")]
+
+    def recent(self, outcome: str, limit: int = 10) -> list[Upload]:
+        rows = self._query("SELECT * FROM uploads WHERE outcome=? ORDER BY finished_at DESC LIMIT ?",
+                           (outcome, limit))
+        return [_upload(r) for r in rows]
+
+    def count(self, outcome: str) -> int:
+        return self._query("SELECT COUNT(*) FROM uploads WHERE outcome=?", (outcome,))[0][0]
+
+    # --- pending files and the heartbeat of `run` ----------------------------------------------
+
+    def set_pending(self, items: Iterable[Pending]) -> None:
+        """Replace the list of files waiting in the inbox (written by `run`, read by `status`)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM pending")
+            db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
+                           [(p.file, p.since, p.reason) for p in items])
+
+    def pending(self) -> list[Pending]:
+        return [Pending(r["file"], r["since"], r["reason"])
+                for r in self._query("SELECT * FROM pending ORDER BY since")]
+
+    # --- small facts: cursor, last sync, heartbeat, agent id -----------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def set(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # --- mirror entries -------------------------------------------------------------------------
+
+    def mirror_entry(self, invoice_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM mirror WHERE invoice_id=?", (invoice_id,))
+        return _mirror(rows[0]) if rows else None
+
+    def mirror_entries(self) -> list[dict]:
+        return [_mirror(r) for r in self._query("SELECT * FROM mirror ORDER BY invoice_id")]
+
+    def upsert_mirror(self, invoice_id: str, stem: str, updated_at: str | None, attachment_id: str | None,
+                      attachment_sha256: str | None, file: str | None, row: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO mirror VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (invoice_id, stem, updated_at, attachment_id, attachment_sha256, file,
+                        json.dumps(row, ensure_ascii=False)))
+
+    def mirror_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM mirror")[0][0]
+
+
+def _close_attempt(db: sqlite3.Connection, sha256: str, outcome: str) -> None:
+    db.execute("UPDATE attempts SET outcome=? WHERE rowid = (SELECT MAX(rowid) FROM attempts WHERE sha256=?)",
+               (outcome, sha256))
+
+
+def _upload(row: sqlite3.Row) -> Upload:
+    data = dict(row)
+    data["errors"] = json.loads(data["errors"]) if data["errors"] else []
+    return Upload(**data)
+
+
+def _mirror(row: sqlite3.Row) -> dict:
+    data = dict(row)
+    data["row"] = json.loads(data["row"])
+    return data

@@ -1,0 +1,125 @@
+"""`status`: what waits and why, what was uploaded, what failed, the last sync; text or JSON.
+
+It reads the ledger and the folders only, so it works while `run` is busy and when no agent runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+from agent.config import Config
+from agent.errors import EXIT_OK
+from agent.filing import iso, iter_files
+from agent.inbox import Rules, choose_mode
+from agent.state import Ledger
+
+ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean it is gone
+
+
+def gather(config: Config) -> dict[str, Any]:
+    """The status as plain data: the JSON of `status --json` (fields fixed by DESIGN.md)."""
+    ledger = Ledger(config.state.path) if config.state.path.exists() else None
+    try:
+        beat = ledger.get("heartbeat") if ledger else None
+        alive = bool(beat) and time.time() - beat["at"] < ALIVE_WITHIN_SECONDS and _pid_alive(beat["pid"])
+        mode, why = (beat["mode"], beat["why"]) if alive else choose_mode(config.inbox)
+        if alive:
+            pending = [{"file": p.file, "since": iso(p.since), "reason": p.reason} for p in ledger.pending()]
+        else:
+            pending = _unattended(config)
+        recent_uploads = [{"file": u.file_name, "invoice_id": u.invoice_id, "uploaded_at": iso(u.finished_at)}
+                          for u in (ledger.recent("uploaded") if ledger else [])]
+        recent_errors = [{"file": u.file_name, "errors": u.errors, "hint": u.hint, "failed_at": iso(u.finished_at)}
+                         for u in (ledger.recent("rejected") if ledger else [])]
+        return {
+            "run_alive": alive,
+            "mode": mode,
+            "mode_reason": why,
+            "inbox": str(config.inbox.path),
+            "outbox": str(config.outbox.path),
+            "pending": pending,
+            "done_count": sum(1 for _ in iter_files(config.inbox.path / "done")),
+            "error_count": sum(1 for _ in iter_files(config.inbox.path / "error")),
+            "recent_uploads": recent_uploads,
+            "recent_errors": recent_errors,
+            "last_sync_at": ledger.get("last_sync_at") if ledger else None,
+            "cursor": ledger.get("sync_cursor") if ledger else None,
+            "outbox_count": ledger.mirror_count() if ledger else 0,
+            "ledger": str(config.state.path),
+        }
+    finally:
+        if ledger:
+            ledger.close()
+
+
+def _unattended(config: Config) -> list[dict[str, Any]]:
+    """With no `run` alive, what sits in the inbox waits for one."""
+    if not config.inbox.path.is_dir():
+        return []
+    rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
+    out = []
+    for path in rules.scan():
+        try:
+            since = path.stat().st_mtime
+        except OSError:
+            continue
+        out.append({"file": str(path.relative_to(config.inbox.path)), "since": iso(since),
+                    "reason": "no agent is running: start `qonto-agent run`, or `qonto-agent upload` once"})
+    return sorted(out, key=lambda p: p["since"] or "")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def render(data: dict[str, Any]) -> str:
+    """A page a person reads at a glance."""
+    lines = [
+        f"agent:   {'running' if data['run_alive'] else 'NOT running (start `qonto-agent run`)'}"
+        f" — {data['mode']} mode ({data['mode_reason']})",
+        f"inbox:   {data['inbox']} — {len(data['pending'])} waiting, {data['done_count']} in done/, "
+        f"{data['error_count']} in error/",
+    ]
+    for p in data["pending"][:20]:
+        lines.append(f"  waiting since {_ago(p['since'])}: {p['file']} — {p['reason']}")
+    if len(data["pending"]) > 20:
+        lines.append(f"  ... and {len(data['pending']) - 20} more")
+    if data["recent_uploads"]:
+        lines.append("last uploads:")
+        lines += [f"  {u['uploaded_at']}  {u['file']} → invoice {u['invoice_id']}" for u in data["recent_uploads"]]
+    if data["recent_errors"]:
+        lines.append("last errors (files in error/, each with a .error.json beside it):")
+        for e in data["recent_errors"]:
+            why = "; ".join(str(x.get("detail") or x.get("code")) for x in e["errors"])
+            lines.append(f"  {e['failed_at']}  {e['file']}: {why}. {e['hint']}")
+    lines.append(f"outbox:  {data['outbox']} — {data['outbox_count']} invoices; last sync "
+                 f"{data['last_sync_at'] or 'never'}; cursor {data['cursor'] or 'none'}")
+    return "\n".join(lines)
+
+
+def _ago(stamp: str | None) -> str:
+    if not stamp:
+        return "?"
+    seconds = time.time() - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def main(config: Config, *, as_json: bool) -> int:
+    data = gather(config)
+    print(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data))
+    return EXIT_OK
+
