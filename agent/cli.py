@@ -76,7 +76,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return sandbox.command(args)
     if args.command == "demo":
         from agent import demo
-        return demo.main(args.dir)
+        return demo.main(args.dir, args.verbose)
     if args.command == "init":
         return _init(args)
     if args.command == "status":

@@ -98,8 +98,8 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
-        with self._tx() as db:
-            db.executescript(SCHEMA)
+        with self._lock:
+            self._db.executescript(SCHEMA)  # runs its own transaction
 
     def close(self) -> None:
         with self._lock:
