@@ -7,15 +7,17 @@ import logging
 import sys
 from pathlib import Path
 
-from agent import __version__, config as configuration, logs
+from agent import __version__, demo, initialize, mirror, sandbox, service, status
+from agent import config as configuration
+from agent import logs
 from agent.errors import EXIT_OK, EXIT_USAGE, AgentError
+from agent.qonto import QontoClient
+from agent.state import Ledger
 
 log = logging.getLogger("agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import sandbox
-
     parser = argparse.ArgumentParser(
         prog="qonto-agent",
         description="Upload the PDF invoices dropped into an inbox folder to Qonto, "
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-key", default="", help="API key secret (better: QONTO_SECRET_KEY)")
     p.add_argument("--staging-token", default="", help="for Qonto's sandbox only")
     p.add_argument("--force", action="store_true", help="overwrite an existing configuration file")
+    p.add_argument("--systemd", action="store_true", help="also write qonto-agent.service beside the file")
+    p.add_argument("--no-input", action="store_true", help="never ask questions, even on a terminal")
 
     sub.add_parser("check", help="validate the configuration and the credentials")
     sub.add_parser("run", help="watch the inbox and upload continuously; sync the outbox on a schedule")
@@ -72,40 +76,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sandbox":
-        from agent import sandbox
         return sandbox.command(args)
     if args.command == "demo":
-        from agent import demo
         return demo.main(args.dir, args.verbose)
     if args.command == "init":
         return _init(args)
     if args.command == "status":
-        from agent import status
         cfg = configuration.load(args.config, need_credentials=False)
         return status.main(cfg, as_json=args.json)
 
     cfg = configuration.load(args.config)
+    if args.command == "check":
+        return _check(cfg)
     logs.add_secrets(cfg.qonto.secrets())
-    from agent.qonto import QontoClient
-    from agent.state import Ledger
-
     with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
-        if args.command == "check":
-            org = client.get_organization()
-            name = org.get("legal_name") or org.get("name") or org.get("slug")
-            print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
-            return EXIT_OK
         ledger = Ledger(cfg.state.path)
         try:
             if args.command == "run":
-                from agent import service
                 return service.run(cfg, client, ledger)
             if args.command == "upload":
-                from agent import service
                 files = service.resolve_files(cfg, args.files) if args.files else None
                 return service.upload_once(cfg, client, ledger, files, force=args.force)
             if args.command == "sync":
-                from agent import mirror
                 report = mirror.sync(cfg, client, ledger, full=args.full,
                                      progress=_progress if sys.stderr.isatty() else None)
                 if sys.stderr.isatty():
@@ -123,22 +115,28 @@ def _progress(done: int, total: int) -> None:
 
 def _init(args: argparse.Namespace) -> int:
     path = args.config or configuration.default_config_path()
-    document = {
-        "qonto": {"base_url": args.base_url},
-        "inbox": {"path": args.inbox},
-        "outbox": {"path": args.outbox},
-    }
-    for key in ("login", "secret_key", "staging_token"):
-        value = getattr(args, key)
-        if value:
-            document["qonto"][key] = value
-    configuration.write_config(path, document, force=args.force)
-    cfg = configuration.load(path, need_credentials=False)
-    for folder in (cfg.inbox.path, cfg.outbox.path):
-        folder.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {path}; inbox: {cfg.inbox.path}; outbox: {cfg.outbox.path}")
-    if cfg.qonto.auth_mode is None:
+    answers = initialize.Answers(args.inbox, args.outbox, args.base_url, args.login, args.secret_key,
+                                 args.staging_token)
+    if sys.stdin.isatty() and not args.no_input:
+        answers = initialize.ask(answers)
+    cfg = initialize.write(path, answers, force=args.force)
+    print(f"wrote {path} (inbox {cfg.inbox.path}, outbox {cfg.outbox.path})")
+    if args.systemd:
+        unit = initialize.write_systemd_unit(path, force=args.force)
+        print(f"wrote {unit}: install it with `sudo cp {unit} /etc/systemd/system/ && "
+              "sudo systemctl enable --now qonto-agent`")
+    try:
+        configuration.check_credentials(cfg.qonto)
+    except AgentError:
         print("next: set QONTO_LOGIN and QONTO_SECRET_KEY (or edit the file), then run `qonto-agent check`")
-    else:
-        print("next: `qonto-agent check`, then `qonto-agent run`")
+        return EXIT_OK
+    return _check(configuration.load(path))
+
+
+def _check(cfg: configuration.Config) -> int:
+    logs.add_secrets(cfg.qonto.secrets())
+    with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
+        org = client.get_organization()
+    name = org.get("legal_name") or org.get("name") or org.get("slug")
+    print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
     return EXIT_OK

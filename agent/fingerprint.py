@@ -34,3 +34,8 @@ def sha256_file(path: Path) -> str:
 def idempotency_key(sha256_hex: str) -> str:
     """uuid5 of the lowercase hex digest under NAMESPACE: same bytes, same key, everywhere."""
     return str(uuid.uuid5(NAMESPACE, sha256_hex.lower()))
+
+
+def forced_key(sha256_hex: str, salt: str) -> str:
+    """A key for `upload --force`: a deliberate second invoice must not replay the first one's key."""
+    return str(uuid.uuid5(NAMESPACE, f"{sha256_hex.lower()}/forced/{salt}"))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import mirror
 from agent.config import Config
 from agent.errors import (EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_RETRY_LATER, ConfigError,
                           CredentialsError, PermissionDenied, QontoError)
@@ -158,8 +159,6 @@ class SyncSchedule(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
-        from agent import mirror  # the outbox is optional to the inbox loop: import where used
-
         while not self.stopping.is_set():
             wait = self._due - time.monotonic()
             if wait > 0:

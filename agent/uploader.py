@@ -18,7 +18,7 @@ from agent.config import Config
 from agent.errors import (CredentialsError, HTMLAnswerError, PermissionDenied, QontoError,
                           RequestRejected)
 from agent.filing import Claim, Filing, iso
-from agent.fingerprint import idempotency_key, sha256_file
+from agent.fingerprint import forced_key, idempotency_key, sha256_file
 from agent.inbox import Ready, Refused
 from agent.qonto import QontoClient, UploadItem
 from agent.state import Ledger, Upload
@@ -93,7 +93,8 @@ class Uploader:
                 self._to_error(claim, None, None, errors, hint)
                 outcome.failed.append(claim.name)
                 continue
-            prepared.append(_Prepared(claim, sha, idempotency_key(sha), size))
+            key = forced_key(sha, f"{time.time():.6f}") if force else idempotency_key(sha)
+            prepared.append(_Prepared(claim, sha, key, size))
 
         to_send: dict[str, _Prepared] = {}
         twins: list[_Prepared] = []
