@@ -1,0 +1,129 @@
+"""RateLimiter: sliding windows on a fake clock, so every test is exact and instant."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agent.ratelimit import RateLimiter
+
+
+class FakeClock:
+    """A clock that only moves when the limiter sleeps; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def limiter(limits, clock: FakeClock) -> RateLimiter:
+    return RateLimiter(limits, clock=clock, sleep=clock.sleep)
+
+
+def test_requests_within_the_limit_do_not_wait():
+    clock = FakeClock()
+    rl = limiter([(3, 10.0)], clock)
+    for _ in range(3):
+        rl.acquire()
+    assert clock.sleeps == []
+
+
+def test_the_next_request_waits_until_the_oldest_leaves_the_window():
+    clock = FakeClock()
+    rl = limiter([(2, 10.0)], clock)
+    rl.acquire()
+    clock.now += 4
+    rl.acquire()
+    rl.acquire()  # the first left at t=0 and leaves the window at t=10, 6 s from now
+    assert clock.sleeps == [pytest.approx(6.0)]
+    rl.acquire()  # the second, sent at t=4, leaves at t=14
+    assert clock.sleeps == [pytest.approx(6.0), pytest.approx(4.0)]
+
+
+def test_the_window_slides_rather_than_resetting():
+    clock = FakeClock()
+    rl = limiter([(2, 10.0)], clock)
+    rl.acquire()
+    clock.now += 9
+    rl.acquire()
+    clock.now += 1.5  # t=10.5: the first has left, the second is still in
+    rl.acquire()
+    assert clock.sleeps == []
+    rl.acquire()  # must wait for the second (t=9) to leave at t=19
+    assert clock.sleeps == [pytest.approx(8.5)]
+
+
+def test_every_window_applies_and_the_longest_wait_wins():
+    clock = FakeClock()
+    rl = limiter([(2, 1.0), (3, 60.0)], clock)
+    for _ in range(2):
+        rl.acquire()
+    rl.acquire()  # short window full: wait 1 s
+    assert clock.sleeps == [pytest.approx(1.0)]
+    rl.acquire()  # long window holds 3 since t=0: wait until t=60
+    assert clock.sleeps == [pytest.approx(1.0), pytest.approx(59.0)]
+
+
+def test_idle_time_frees_every_window():
+    clock = FakeClock()
+    rl = limiter([(1, 10.0)], clock)
+    rl.acquire()
+    clock.now += 10.0
+    rl.acquire()
+    assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("limits", [[(0, 10.0)], [(5, 0.0)], [(5, -1.0)]])
+def test_impossible_limits_are_refused(limits):
+    with pytest.raises(ValueError):
+        RateLimiter(limits)
+
+
+def test_no_limits_never_waits():
+    clock = FakeClock()
+    rl = limiter([], clock)
+    for _ in range(1000):
+        rl.acquire()
+    assert clock.sleeps == []
+
+
+def test_threads_never_exceed_the_limit():
+    """Many threads on a shared fake clock: no window ever holds more than its limit."""
+    lock = threading.Lock()
+    now = [1000.0]
+    seen = threading.local()  # the last time each thread read: its acquisition time on return
+    sent: list[float] = []
+
+    def clock() -> float:
+        with lock:
+            seen.value = now[0]
+        return seen.value
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            now[0] += seconds
+
+    rl = RateLimiter([(5, 1.0)], clock=clock, sleep=sleep)
+
+    def worker() -> None:
+        for _ in range(10):
+            rl.acquire()
+            with lock:
+                sent.append(seen.value)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(sent) == 80
+    sent.sort()
+    assert all(sent[i + 5] - sent[i] >= 1.0 for i in range(len(sent) - 5))
