@@ -439,6 +439,7 @@ class _OAuth:
         self._request_token = request_token
         self._lock = threading.Lock()
         self._last_refresh: float | None = None
+        self._configured = config.refresh_token
         self.access_token, self.refresh_token, self.expires_at = _load_tokens(config, store)
 
     def header(self) -> str:
@@ -487,7 +488,7 @@ class _OAuth:
 
     def _save(self) -> None:
         tokens = {"access_token": self.access_token, "refresh_token": self.refresh_token,
-                  "expires_at": self.expires_at}
+                  "expires_at": self.expires_at, "configured": _token_tag(self._configured)}
         try:
             _write_private(self._store, json.dumps(tokens).encode())
         except OSError as exc:
@@ -497,10 +498,17 @@ class _OAuth:
 
 
 def _load_tokens(config: QontoConfig, store: Path | None) -> tuple[str, str, float | None]:
-    """The token store's tokens when there is one (they are newer), else the configured ones."""
+    """The token store's tokens when there is one (they are newer), else the configured ones.
+
+    A store grown from another configured refresh token is stale: the user authorized again and
+    put new tokens in the configuration, so those win.
+    """
     if store and store.exists():
         try:
             saved = json.loads(store.read_text(encoding="utf-8"))
+            if saved.get("configured", _token_tag(config.refresh_token)) != _token_tag(config.refresh_token):
+                log.info("the configured OAuth tokens changed since %s was written: using them", store)
+                return config.access_token, config.refresh_token, None
             expires_at = saved.get("expires_at")
             return (str(saved.get("access_token") or ""),
                     str(saved.get("refresh_token") or config.refresh_token),
@@ -509,6 +517,11 @@ def _load_tokens(config: QontoConfig, store: Path | None) -> tuple[str, str, flo
             log.warning("cannot read the OAuth token store %s (%s): using the configured tokens",
                         store, type(exc).__name__)
     return config.access_token, config.refresh_token, None
+
+
+def _token_tag(token: str) -> str:
+    """A one-way tag of a token, to recognise it later without storing it twice."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -792,6 +792,24 @@ def test_a_refused_refresh_is_a_credentials_error_and_brakes(rsps):
     assert len(rsps.calls) == 1
 
 
+def test_a_store_from_earlier_configured_tokens_gives_way_to_new_ones(rsps, tmp_path):
+    store = tmp_path / "oauth.json"
+    rsps.post(TOKEN_URL, json=token_answer())
+    rsps.get(f"{ROOT}/v2/organization", json=ORG)
+    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=store) as c:
+        c.get_organization()  # the store now holds rotated tokens grown from rt-first-authorization
+    rsps.get(f"{ROOT}/v2/organization", json=ORG)
+    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=store) as c:
+        c.get_organization()  # same configuration: the rotated, stored token is used
+    assert rsps.calls[2].request.headers["Authorization"] == f"Bearer {NEW_ACCESS}"
+    rsps.post(TOKEN_URL, json=token_answer(access="at-second", refresh="rt-second-rotated"))
+    rsps.get(f"{ROOT}/v2/organization", json=ORG)
+    with make_client(oauth_config(refresh_token="rt-second-authorization"), token_store=store) as c:
+        c.get_organization()  # the user authorized again: the configured token wins over the store
+    assert parse_qs(rsps.calls[3].request.body)["refresh_token"] == ["rt-second-authorization"]
+    assert json.loads(store.read_text())["refresh_token"] == "rt-second-rotated"
+
+
 def test_an_unreadable_token_store_falls_back_to_the_configured_tokens(rsps, tmp_path, caplog):
     store = tmp_path / "oauth.json"
     store.write_text("{not json")
