@@ -154,6 +154,11 @@ class QontoClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def paused_for(self) -> float:
+        """Seconds before refused credentials are tried again (0 when they were not refused)."""
+        return self._brake.remaining()
+
     def close(self) -> None:
         self._session.close()
 
@@ -579,6 +584,10 @@ class _Brake:
             self._pause = min(self._pause * 2, self._longest) if self._pause else self._first
             self._until = now + self._pause
             self._hint = hint
+
+    def remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._until - self._clock())
 
     def release(self) -> None:
         with self._lock:

@@ -28,8 +28,7 @@ from agent.uploader import Outcome, Uploader
 
 log = logging.getLogger(__name__)
 
-PAUSE_FIRST_SECONDS = 60.0  # after credentials are refused; doubles up to PAUSE_MAX_SECONDS
-PAUSE_MAX_SECONDS = 3600.0
+PAUSE_SECONDS = 60.0  # uploads wait this long after a 403 or a web page instead of the API
 HEARTBEAT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 8.0  # DESIGN.md: exit within 10 s of SIGTERM
 SYNC_AFTER_UPLOAD_SECONDS = 10.0
@@ -62,11 +61,11 @@ class Pipeline:
         self.rules = Rules(cfg.path, cfg.patterns, cfg.recursive)
         self.settler = Settler(cfg.settle_seconds, cfg.incomplete_after_seconds)
         self.batcher = Batcher(cfg.batch_size, cfg.debounce_seconds, cfg.max_wait_seconds)
+        self.client = client
         self.uploader = Uploader(config, client, ledger, filing)
         self.totals = Totals()
         self.forced: set[Path] = set()
         self._pause_until = 0.0
-        self._pause_seconds = PAUSE_FIRST_SECONDS
         self._pending_written: list[tuple[str, str]] | None = None
 
     def resume(self) -> None:
@@ -113,14 +112,12 @@ class Pipeline:
 
     def _account(self, outcome: Outcome) -> None:
         self.totals.add(outcome)
-        if outcome.paused is not None:
-            if time.monotonic() >= self._pause_until:
-                self._pause_until = time.monotonic() + self._pause_seconds
-                log.error("paused: %s. Files stay in the inbox; next try in %.0f s.", outcome.paused,
-                          self._pause_seconds)
-                self._pause_seconds = min(PAUSE_MAX_SECONDS, self._pause_seconds * 2)
-        elif outcome.uploaded:
-            self._pause_seconds = PAUSE_FIRST_SECONDS
+        if outcome.paused is not None and time.monotonic() >= self._pause_until:
+            # The client's brake on refused credentials says how long; other refusals (403, a web
+            # page instead of the API) need a person too, so they wait as long as a first 401 would.
+            pause = self.client.paused_for or PAUSE_SECONDS
+            self._pause_until = time.monotonic() + pause
+            log.error("paused: %s. Files stay in the inbox; next try in %.0f s.", outcome.paused, pause)
         for path, delay, why, dropped_at in outcome.retry:
             if outcome.paused is not None:
                 delay = max(delay, self._pause_until - time.monotonic())

@@ -1,0 +1,62 @@
+"""The README answers for the product: every message a person can see is in its troubleshooting
+table, and its commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+ERROR_TYPES = {"ConfigError", "CredentialsError", "PermissionDenied", "HTMLAnswerError", "RequestRejected",
+               "TransientError", "RateLimited", "AttachmentURLExpired", "QontoError", "Refused"}
+MIN_FRAGMENT = 12  # shorter literal pieces ("unknown key `[") say too little to look up
+
+
+def _pieces(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return re.split(r"%[sdr]|%\.\d+f", node.value)
+    if isinstance(node, ast.JoinedStr):
+        return [v.value for v in node.values if isinstance(v, ast.Constant)]
+    if isinstance(node, ast.BinOp):
+        return _pieces(node.left) + _pieces(node.right)
+    return []
+
+
+def person_facing_messages() -> list[tuple[str, str]]:
+    """(where, longest literal piece) of every error/warning log line and every error raised."""
+    found = []
+    for path in sorted((REPO / "agent").glob("*.py")):
+        if path.name == "sandbox.py":  # the sandbox's answers are Qonto's words, not ours
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            owner = getattr(getattr(func, "value", None), "id", None)
+            message = None
+            if owner == "log" and name in ("error", "warning"):
+                message = node.args[0]
+            elif name == "Refused" and len(node.args) >= 4:
+                message = node.args[3]
+            elif name in ERROR_TYPES:
+                message = node.args[0]
+            pieces = [p.strip(" .;:`()\"") for p in _pieces(message)] if message is not None else []
+            pieces = [p for p in pieces if len(p) >= MIN_FRAGMENT]
+            if pieces:
+                found.append((f"{path.name}:{node.lineno}", max(pieces, key=len)))
+    return found
+
+
+def test_every_message_a_person_can_see_is_in_the_troubleshooting_table():
+    table = README[README.index("## Troubleshooting"):]
+    missing = [f"{where}: {piece}" for where, piece in person_facing_messages() if piece not in table]
+    assert not missing, "add these messages to README's troubleshooting table:\n" + "\n".join(missing)
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    command = "python -m pip install -e '.[test]' && python -m pytest"
+    assert command in README and command in ci
