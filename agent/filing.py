@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from agent.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 PROCESSING = ".processing"
@@ -73,8 +75,11 @@ class Filing:
         self.done = inbox / "done"
         self.error = inbox / "error"
         self.processing = inbox / PROCESSING
+        if not inbox.is_dir():  # never create it: it may be the mount point of a share not mounted yet
+            raise ConfigError(f"the inbox folder {inbox} does not exist: create it, or check that its share "
+                              "is mounted.")
         for folder in (self.done, self.error, self.processing):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(exist_ok=True)
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.own = self.processing / self.id
         self.own.mkdir()

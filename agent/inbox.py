@@ -172,7 +172,10 @@ class Watcher:
         log.info("watching %s (%s: %s)", self.cfg.path, self.mode, self.why)
 
     def alive(self) -> bool:
-        return self.observer is not None and self.observer.is_alive()
+        """False once the observer or its emitter died, or the inbox folder vanished (an unmounted share)."""
+        observer = self.observer
+        return (observer is not None and observer.is_alive() and all(e.is_alive() for e in observer.emitters)
+                and self.cfg.path.is_dir())
 
     def stop(self) -> None:
         if self.observer is not None:

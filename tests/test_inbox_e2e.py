@@ -324,3 +324,16 @@ def test_idle_agent_cost_does_not_grow_with_the_archive(tmp_path, sandbox, agent
     empty = idle_cpu(tmp_path / "empty", 0)
     full = idle_cpu(tmp_path / "full", 10_000)
     assert full <= max(0.25, empty * 3), (empty, full)
+
+
+def test_a_dead_watcher_makes_the_agent_exit_non_zero(tmp_path, sandbox, agents):
+    """A watcher that stopped must not leave a deaf agent running: its supervisor restarts it."""
+    import shutil
+
+    config = make_config(tmp_path, sandbox)
+    agent = agents(config, "run")
+    wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)
+    shutil.rmtree(tmp_path / "inbox")  # e.g. a network share that went away
+    wait_for(lambda: agent.proc.poll() is not None, message="the agent to exit", on_fail=agent.log)
+    assert agent.proc.returncode == 3
+    assert "the file watcher stopped unexpectedly" in agent.log()
