@@ -1,0 +1,574 @@
+"""Incremental sync of Qonto supplier invoices into the outbox: list pages → fetch → write → index.
+
+Three parts, each knowing as little as it can (the vdirsyncer way):
+- `invoice_stem`, `attachment_ext`, `csv_row`: pure functions from API objects to names and rows.
+  Names from the API are untrusted, so everything that becomes a path goes through them.
+- `Outbox`: the folder readers see. Every file appears complete or not at all (temporary dot-name,
+  fsync, rename), and nothing outside the folder can ever be written.
+- `sync`: the loop. It knows the client's interface, not HTTP: list the window `[cursor - overlap,
+  now]`, hand each changed invoice to a small thread pool that downloads its attachment (URLs
+  expire after 30 minutes, so they are fetched right before use) and writes its JSON, then save the
+  cursor only if every invoice of the window made it.
+
+Crash safety comes from the order of operations: attachment file → JSON → ledger entry → (end of
+window) CSV → cursor. Killed anywhere, the next sync re-lists the same window, skips what the
+ledger and the folder already show as done, and adopts an attachment file already in place
+instead of downloading it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+import threading
+import time
+import unicodedata
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from agent.config import Config, parse_timestamp
+from agent.errors import (EXIT_FAILED, EXIT_OK, EXIT_RETRY_LATER, AgentError, ConfigError, CredentialsError,
+                          HTMLAnswerError, PermissionDenied)
+from agent.filing import _FileLock, iso
+from agent.fingerprint import sha256_file
+from agent.state import Ledger
+
+if TYPE_CHECKING:  # the loop needs only the client's interface, not its module
+    from agent.qonto import QontoClient
+
+log = logging.getLogger(__name__)
+
+OVERLAP = timedelta(minutes=5)  # re-list a little of the last window: clock skew, inclusive bounds
+CURSOR_KEY = "sync_cursor"
+LAST_SYNC_KEY = "last_sync_at"
+CSV_NAME = "invoices.csv"
+CSV_FIELDS = ("id", "status", "supplier_name", "invoice_number", "issue_date", "due_date",
+              "total_amount", "currency", "file", "updated_at")
+MAX_STEM_BYTES = 150
+MAX_LISTINGS = 3  # passes over one window when the list changes under our feet while paging
+# Errors that make every further request pointless: stop the sync at once.
+FATAL = (CredentialsError, PermissionDenied, HTMLAnswerError, ConfigError)
+
+ProgressFn = Callable[[int, int], None]
+
+
+# --- names --------------------------------------------------------------------------------------
+
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+_UNSAFE = re.compile(r"[^\w.\-]+")  # anything but letters, digits, `_`, `-` and `.`
+_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EXT_OK = re.compile(r"[a-z0-9]{1,8}")
+CONTENT_TYPE_EXT = {
+    "application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg",
+    "image/gif": "gif", "image/webp": "webp", "image/tiff": "tiff", "image/heic": "heic",
+    "application/xml": "xml", "text/xml": "xml",
+}
+DOCUMENT_EXTS = frozenset({*CONTENT_TYPE_EXT.values(), "jpeg", "tif", "txt", "csv", "odt", "ods", "docx", "xlsx"})
+
+
+def safe_component(text: str) -> str:
+    """A readable fragment of an untrusted string that is harmless in any file name on any OS.
+
+    Keeps letters and digits of every script (NFC-normalised), turns everything else (path
+    separators, control characters, spaces, Windows-forbidden marks) into single dashes, and
+    leaves no `..`, no leading or trailing dot, dash or underscore. May return "".
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(ch).startswith(("C", "Z")) else ch for ch in text)
+    text = _UNSAFE.sub("-", text)
+    text = re.sub(r"[-.]*\.[-.]*", ".", text)  # no `..`, no `-.` litter
+    text = re.sub(r"-{2,}", "-", text)
+    text = re.sub(r"_{2,}", "_", text)
+    return text.strip(".-_ ")
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """The longest prefix of `text` that is at most `limit` bytes in UTF-8 (whole characters)."""
+    return text.encode("utf-8")[: max(0, limit)].decode("utf-8", errors="ignore")
+
+
+def _id_part(invoice_id: str) -> str:
+    """The invoice id as it is when it is a plain id (UUIDs are); otherwise a safe, unique form."""
+    if _ID_OK.fullmatch(invoice_id):
+        return invoice_id
+    digest = hashlib.sha256(invoice_id.encode("utf-8")).hexdigest()[:16]
+    return f"{_cut_bytes(safe_component(invoice_id), 40).rstrip('.-_')}-{digest}".lstrip("-")
+
+
+def invoice_stem(invoice: Mapping[str, Any]) -> str:
+    """`<created date>_<supplier file name without extension>_<invoice id>`, at most 150 bytes.
+
+    The creation date and the file name never change once Qonto has the invoice, so the stem is
+    stable even before the ledger remembers it (after a crash); the full id makes it unique.
+    Only the file-name part is shortened when the whole would be too long.
+    """
+    id_part = _id_part(str(invoice.get("id") or ""))
+    created = str(invoice.get("created_at") or "")[:10]
+    date = created if _DATE.fullmatch(created) else ""
+    base = _basename(invoice.get("file_name"))
+    head, dot, ext = base.rpartition(".")
+    if dot and head.strip(".") and _EXT_OK.fullmatch(ext.lower()):
+        base = head
+    # One byte is kept for the `_` that shields a stem Windows would take for a device.
+    budget = MAX_STEM_BYTES - 1 - len(id_part) - 1 - (len(date) + 1 if date else 0)
+    name = _cut_bytes(safe_component(base), budget).rstrip(".-_")
+    stem = "_".join(part for part in (date, name, id_part) if part)
+    return f"_{stem}" if _reserved(stem) else stem  # no date and "CON.x", or a bare id "CON"
+
+
+def _basename(file_name: Any) -> str:
+    """The last part of a name that may hold `/` or `\\` (an uploader's path, or an attack)."""
+    return re.split(r"[/\\]", str(file_name or ""))[-1]
+
+
+def _reserved(name: str) -> bool:
+    """Windows takes `CON`, `nul.txt`, `COM1.anything` for devices, whatever follows the first dot."""
+    return name.split(".")[0].upper() in _WINDOWS_RESERVED
+
+
+def attachment_ext(attachment: Mapping[str, Any]) -> str:
+    """The extension for an attachment file: from its content type, else its name, else `pdf`.
+
+    Only document and image extensions pass: anything else (`exe`, `lnk`, `json`, which would
+    collide with `<stem>.json`) becomes `bin`, so no outbox file opens as a program on a click.
+    """
+    content_type = str(attachment.get("file_content_type") or "").split(";")[0].strip().lower()
+    if content_type in CONTENT_TYPE_EXT:
+        return CONTENT_TYPE_EXT[content_type]
+    name = _basename(attachment.get("file_name"))
+    if "." not in name.strip("."):
+        return "pdf"  # what Qonto stores when it says nothing
+    suffix = name.rpartition(".")[2].lower()
+    return suffix if suffix in DOCUMENT_EXTS else "bin"
+
+
+def csv_row(invoice: Mapping[str, Any], file: str | None) -> dict[str, str]:
+    """The invoice's line in invoices.csv (values as Qonto sent them; missing ones empty)."""
+    amount = invoice.get("total_amount")
+    value, currency = (amount.get("value"), amount.get("currency")) if isinstance(amount, dict) else (amount, None)
+    row = {key: invoice.get(key) for key in CSV_FIELDS}
+    row.update(total_amount=value, currency=currency, file=file)
+    return {key: "" if row[key] is None else str(row[key]) for key in CSV_FIELDS}
+
+
+def strip_urls(obj: Any) -> Any:
+    """The attachment object without its pre-signed `url`s (they expire, and they are bearer links).
+
+    `probative_attachment` carries one too, hence the recursion.
+    """
+    if isinstance(obj, dict):
+        return {k: strip_urls(v) for k, v in obj.items() if k != "url"}
+    if isinstance(obj, list):
+        return [strip_urls(v) for v in obj]
+    return obj
+
+
+# --- the folder ---------------------------------------------------------------------------------
+
+_TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
+
+
+class Outbox:
+    """The outbox folder: atomic writes only, and only directly inside it.
+
+    A temporary is `.<name>.tmp-<random>`: a dot-name that globs like `*.pdf` or `*.json` never
+    match, in the same folder so the final rename is atomic.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()
+
+    def path(self, name: str) -> Path:
+        """The path of `name` in the outbox; refuses anything that would land elsewhere.
+
+        Symlinks planted in the outbox are not followed: files are replaced by rename (which
+        replaces a link, never writes through it) and measured with lstat.
+        """
+        path = self.root / name
+        if (not name or name.startswith(".") or any(ch in name for ch in "/\\:\0")
+                or path.parent != self.root or Path(os.path.abspath(path)).parent != self.root):
+            raise ValueError(f"refusing to write {name!r}: it would not be a plain file inside the outbox")
+        return path
+
+    def temp_path(self, name: str) -> Path:
+        self.path(name)
+        return self.root / f".{name}.tmp-{secrets.token_hex(6)}"
+
+    def size(self, name: str) -> int | None:
+        """The size of a complete file in the outbox, or None when there is none."""
+        try:
+            info = self.path(name).lstat()
+        except FileNotFoundError:
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+    def exists(self, name: str) -> bool:
+        return self.size(name) is not None
+
+    def commit(self, temp: Path, name: str) -> None:
+        """Make a fully written temporary visible under its final name (fsync, then rename)."""
+        with open(temp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(temp, self.path(name))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        temp = self.temp_path(name)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            self.commit(temp, name)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.write_bytes(name, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+
+    def write_csv(self, name: str, fields: tuple[str, ...], rows: list[Mapping[str, str]]) -> None:
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        self.write_bytes(name, buffer.getvalue().encode("utf-8"))
+
+    def remove(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+    def clean_temporaries(self) -> int:
+        """Delete what an interrupted sync left half-written (only our own temporary names)."""
+        removed = 0
+        for entry in os.scandir(self.root):
+            if _TEMP.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def flush(self) -> None:
+        """Make the renames durable (directory fsync) before the ledger calls the window done."""
+        if os.name != "posix":
+            return
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one sync did. `cursor` is the cursor after it (advanced only when `complete`)."""
+
+    listed: int
+    written: int  # JSON files (re)written
+    downloaded: int  # attachment files downloaded
+    unchanged: int
+    failed: int
+    cursor: str | None
+    complete: bool
+    failed_ids: tuple[str, ...] = ()
+    seconds: float = 0.0
+    permanent_failures: int = 0  # failures Qonto will answer the same way next time (e.g. a 404)
+
+    @property
+    def exit_code(self) -> int:
+        """DESIGN.md's exit codes: 0 done, 1 some invoice failed for good, 3 retry later."""
+        if self.complete:
+            return EXIT_OK
+        return EXIT_FAILED if self.permanent_failures else EXIT_RETRY_LATER
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2026-03-14T10:00:00.123Z`: UTC with milliseconds, the form Qonto writes timestamps in."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def sync(config: Config, client: QontoClient, ledger: Ledger, *, full: bool = False,
+         progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> SyncReport:
+    """One pass over the outbox window; see the module docstring.
+
+    `cancel` (set by `run` on SIGTERM) stops listing and starting downloads; what is written stays,
+    and the cursor stays put, so the next sync finishes the window.
+
+    Raises the client's CredentialsError/PermissionDenied (nothing more can succeed) and the
+    listing's own errors (nothing is known about the rest of the window); invoices that fail one
+    by one are counted in the report instead, and keep the cursor where it was.
+    """
+    config.state.path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _FileLock(config.state.path.with_name(config.state.path.name + ".sync-lock"))
+    locked = lock.acquire(blocking=False)
+    if not locked:
+        log.info("another sync of this outbox is running: waiting for it to finish")
+        locked = lock.acquire(blocking=True)
+    if not locked:  # a file system without locks, or a Windows lock wait that timed out
+        log.warning("could not lock %s: syncing anyway, but leaving temporary files alone", lock.path)
+    try:
+        return _Sync(config, client, ledger, progress, cancel).run(full, clean=locked)
+    finally:
+        lock.release()
+
+
+class _Sync:
+    """The state of one sync: counters, the pool, and what was already handled in this window."""
+
+    def __init__(self, config: Config, client: QontoClient, ledger: Ledger, progress: ProgressFn | None,
+                 cancel: threading.Event | None = None) -> None:
+        self.config = config
+        self.cancel = cancel
+        self.abort = threading.Event()  # set when the sync itself is interrupted (Ctrl-C)
+        self.client = client
+        self.ledger = ledger
+        self.outbox = Outbox(config.outbox.path)
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.done = self.total = 0
+        self.written = self.downloaded = self.unchanged = 0
+        self.failed: list[str] = []
+        self.permanent = 0
+        self.fatal: BaseException | None = None
+        workers = max(1, config.outbox.concurrency)
+        # Bounds memory on huge windows: the listing waits while this many invoices are in flight.
+        self.slots = threading.BoundedSemaphore(max(200, 4 * workers))
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="mirror")
+        self.inflight: dict[str, Future] = {}
+
+    def run(self, full: bool, clean: bool = True) -> SyncReport:
+        started = time.monotonic()
+        # Safe only under the sync lock: another sync's temporaries are not stale.
+        if clean and (removed := self.outbox.clean_temporaries()):
+            log.info("removed %d unfinished temporary file(s) left in the outbox by an interrupted sync", removed)
+        old_cursor = self.ledger.get(CURSOR_KEY)
+        updated_from = self._window_start(None if full else old_cursor)
+        # Sent as the same string that becomes the cursor. Milliseconds, not seconds: an update
+        # earlier in the current second belongs in this window, not only in the next one.
+        updated_to = rfc3339(datetime.now(timezone.utc))
+        log.debug("sync window: %s → %s", rfc3339(updated_from) if updated_from else "the beginning", updated_to)
+        seen: dict[str, Any] = {}
+        settled = False
+        try:
+            for _ in range(MAX_LISTINGS):
+                if self._list(updated_from, updated_to, seen):
+                    settled = True
+                    break
+                log.info("the invoice list changed while it was being read: reading the window again "
+                         "so that no invoice is missed")
+        except (KeyboardInterrupt, SystemExit):
+            self.abort.set()  # skip what is queued rather than make the person wait for it
+            raise
+        finally:
+            self._drain()
+            if self.written or not self.outbox.exists(CSV_NAME):
+                self._write_index()
+        if self.fatal is not None:
+            raise self.fatal
+        complete = settled and not self.failed and not self._stopping()
+        cursor = old_cursor
+        if complete:
+            self.outbox.flush()
+            cursor = updated_to
+            self.ledger.set(CURSOR_KEY, cursor)
+            self.ledger.set(LAST_SYNC_KEY, iso(time.time()))
+        report = SyncReport(listed=len(seen), written=self.written, downloaded=self.downloaded,
+                            unchanged=self.unchanged, failed=len(self.failed), cursor=cursor,
+                            complete=complete, failed_ids=tuple(self.failed),
+                            seconds=round(time.monotonic() - started, 3), permanent_failures=self.permanent)
+        log.info("synced %d invoices (%d written, %d attachments downloaded, %d unchanged, %d failed) in %.1fs; %s",
+                 report.listed, report.written, report.downloaded, report.unchanged, report.failed,
+                 report.seconds, f"cursor {cursor}" if complete else
+                 "cursor not advanced: the next sync covers this window again")
+        return report
+
+    def _window_start(self, cursor: str | None) -> datetime | None:
+        """`cursor - overlap`; on a first (or `--full`) sync `[outbox] since`, else everything."""
+        if cursor:
+            try:
+                return parse_timestamp(cursor, "the saved sync cursor") - OVERLAP
+            except ConfigError:
+                log.warning("the saved sync cursor %r is unreadable: syncing from the start", cursor)
+        since = self.config.outbox.since
+        return parse_timestamp(since, "`[outbox] since`") if since else None
+
+    def _list(self, updated_from: datetime | None, updated_to: str, seen: dict[str, Any]) -> bool:
+        """One pass over the window; True when the list stayed still while it was paged.
+
+        Offset paging shifts when an invoice leaves the window between two pages (it was updated,
+        so its `updated_at` is now past `updated_to`): the invoice after it slides onto a page
+        already read. A changed `total_count`, or fewer distinct ids than it, reveals that; the
+        caller then lists again, which costs only list requests since handled invoices are skipped.
+        """
+        totals: list[int] = []
+        pass_ids: set[str] = set()
+
+        def on_page(meta: dict) -> None:
+            count = meta.get("total_count")
+            if isinstance(count, int):
+                totals.append(count)
+                with self.lock:
+                    self.total = max(self.total, count, self.done)
+
+        for invoice in self.client.iter_supplier_invoices(updated_from=updated_from and rfc3339(updated_from),
+                                                          updated_to=updated_to,
+                                                          on_page=on_page):
+            if self._stopping():
+                break
+            invoice_id = str(invoice.get("id"))
+            pass_ids.add(invoice_id)
+            version = invoice.get("updated_at")
+            if invoice_id in seen and seen[invoice_id] == version:
+                continue  # listed twice (a page shift, or a second pass): already handled
+            seen[invoice_id] = version
+            self._handle(invoice_id, invoice)
+        if self._stopping():
+            return True
+        return len(set(totals)) <= 1 and len(pass_ids) >= (totals[-1] if totals else 0)
+
+    def _handle(self, invoice_id: str, invoice: dict) -> None:
+        """Skip an invoice the outbox already has in this version, else queue it for the pool."""
+        entry = self.ledger.mirror_entry(invoice_id)
+        if self._is_current(entry, invoice):
+            with self.lock:
+                self.unchanged += 1
+            self._tick()
+            return
+        self.slots.acquire()
+        # The same invoice listed again in a newer version waits for the older one to finish, so
+        # the newest version is the one left on disk (the pool is FIFO: no deadlock).
+        previous = self.inflight.get(invoice_id)
+        future = self.pool.submit(self._work, invoice_id, invoice, previous)
+        self.inflight[invoice_id] = future
+
+    def _is_current(self, entry: dict | None, invoice: Mapping[str, Any]) -> bool:
+        if entry is None or entry["updated_at"] != invoice.get("updated_at"):
+            return False
+        if not self.outbox.exists(f"{entry['stem']}.json"):
+            return False
+        if invoice.get("attachment_id") and not (entry["file"] and self.outbox.exists(entry["file"])):
+            return False
+        return entry["attachment_id"] == invoice.get("attachment_id")
+
+    def _work(self, invoice_id: str, invoice: dict, previous: Future | None) -> None:
+        try:
+            if previous is not None:
+                previous.exception()  # wait; its outcome was counted by its own task
+            if not self._stopping():
+                self._mirror(invoice_id, invoice)
+        except FATAL as exc:
+            with self.lock:
+                self.fatal = self.fatal or exc
+        except Exception as exc:  # one invoice's trouble must not stop the others
+            permanent = exc.exit_code == EXIT_FAILED if isinstance(exc, AgentError) else not isinstance(exc, OSError)
+            with self.lock:
+                self.failed.append(invoice_id)
+                self.permanent += permanent
+            if isinstance(exc, (AgentError, OSError)):
+                log.warning("invoice %s not mirrored this time: %s", invoice_id, exc)
+            else:
+                log.exception("invoice %s not mirrored this time", invoice_id)
+        finally:
+            self.slots.release()
+            self._tick()
+
+    def _mirror(self, invoice_id: str, invoice: dict) -> None:
+        """Write one invoice: attachment file first, then the JSON pointing to it, then the ledger."""
+        entry = self.ledger.mirror_entry(invoice_id)
+        stem = entry["stem"] if entry else invoice_stem(invoice)
+        attachment, file, downloaded = self._attachment(invoice, stem, entry)
+        upload = self.ledger.by_invoice(invoice_id)
+        source = ({"name": upload.file_name, "dropped_at": iso(upload.dropped_at)}
+                  if upload is not None and upload.outcome == "uploaded" else None)
+        self.outbox.write_json(f"{stem}.json", {
+            "supplier_invoice": invoice,
+            "attachment": attachment,
+            "file": file,
+            "source_file": source,
+            "synced_at": iso(time.time()),
+        })
+        if entry and entry["file"] and entry["file"] != file:
+            self.outbox.remove(entry["file"])  # the attachment was removed or changed type
+        self.ledger.upsert_mirror(invoice_id, stem, invoice.get("updated_at"), invoice.get("attachment_id"),
+                                  attachment["sha256"] if attachment else None, file, csv_row(invoice, file))
+        with self.lock:
+            self.written += 1
+            self.downloaded += downloaded
+
+    def _attachment(self, invoice: Mapping[str, Any], stem: str, entry: dict | None,
+                    ) -> tuple[dict | None, str | None, bool]:
+        """(attachment object for the JSON, file name, downloaded?) for one invoice.
+
+        Cheapest first: the file this outbox already holds for the same attachment id (known from
+        our own JSON, checked by existence and size, not re-hashed); then a complete file already
+        at the right name with the right size (left by a sync killed before its JSON was written),
+        hashed once; only then a download.
+        """
+        attachment_id = invoice.get("attachment_id")
+        if not attachment_id:
+            return None, None, False
+        if entry and entry["attachment_id"] == attachment_id and entry["file"]:
+            known = self._known_attachment(entry)
+            if known is not None and self._has_complete(entry["file"], known) \
+                    and known.get("sha256") == entry["attachment_sha256"]:
+                return known, entry["file"], False
+        attachment = self.client.get_attachment(attachment_id)
+        file = f"{stem}.{attachment_ext(attachment)}"
+        recorded = entry if entry is not None and entry["file"] == file else None  # what the ledger says is there
+        if (recorded is None or recorded["attachment_id"] == attachment_id) and self._has_complete(file, attachment):
+            sha = sha256_file(self.outbox.path(file))
+            if recorded is None or recorded["attachment_sha256"] in (None, sha):
+                return {**strip_urls(attachment), "sha256": sha}, file, False
+        temp = self.outbox.temp_path(file)
+        try:
+            attachment, sha = self.client.download_attachment(attachment_id, temp, attachment=attachment)
+            self.outbox.commit(temp, file)
+        finally:
+            temp.unlink(missing_ok=True)
+        return {**strip_urls(attachment), "sha256": sha}, file, True
+
+    def _known_attachment(self, entry: dict) -> dict | None:
+        """The attachment object this outbox wrote in the invoice's JSON last time, if readable."""
+        try:
+            data = json.loads(self.outbox.path(f"{entry['stem']}.json").read_bytes())
+            attachment = data.get("attachment")
+            return attachment if isinstance(attachment, dict) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _has_complete(self, file: str, attachment: Mapping[str, Any]) -> bool:
+        """A file of the size Qonto announces is in place (it got there by an atomic rename)."""
+        size = self.outbox.size(file)
+        try:
+            return size is not None and size == int(str(attachment.get("file_size")))
+        except ValueError:
+            return False
+
+    def _stopping(self) -> bool:
+        return self.fatal is not None or self.abort.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+    def _drain(self) -> None:
+        """Wait for every queued invoice; the pool is shut down either way."""
+        self.pool.shutdown(wait=True)
+
+    def _write_index(self) -> None:
+        rows = [entry["row"] for entry in self.ledger.mirror_entries()]
+        self.outbox.write_csv(CSV_NAME, CSV_FIELDS, rows)
+
+    def _tick(self) -> None:
+        with self.lock:
+            self.done += 1
+            self.total = max(self.total, self.done)
+            if self.progress is not None:
+                self.progress(self.done, self.total)

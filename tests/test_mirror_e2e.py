@@ -1,0 +1,83 @@
+"""`qonto-agent sync` as a real process against the sandbox over HTTP (issue 4's acceptance)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from agent.sandbox import Sandbox
+from conftest import AgentProcess, make_config, run_agent, wait_for
+from test_mirror import assert_outbox_complete, settle, sha256, storage_downloads
+
+
+def test_sync_mirrors_updates_and_stays_quiet(tmp_path: Path, sandbox: Sandbox) -> None:
+    sandbox.seed(250, without_attachment=0.1)
+    config = make_config(tmp_path, sandbox)
+    outbox = tmp_path / "outbox"
+
+    first = run_agent(config, "sync")
+    assert first.returncode == 0, first.stderr
+    assert "synced 250 invoices (250 written" in first.stderr
+    assert "sandbox-secret-key" not in first.stderr + first.stdout
+    assert_outbox_complete(outbox, sandbox)
+
+    before = {p.name: p.read_bytes() for p in outbox.iterdir()}
+    sandbox.reset_log()
+    second = run_agent(config, "sync")
+    assert second.returncode == 0, second.stderr
+    assert sandbox.count(method="GET", path_prefix="/v2/supplier_invoices") == 1
+    assert sandbox.count(path_prefix="/v2/attachments") == 0 and sandbox.count(path_prefix="/_storage") == 0
+    assert {p.name: p.read_bytes() for p in outbox.iterdir()} == before
+
+    changed = [invoice["id"] for invoice in sandbox.invoices() if invoice["status"] != "paid"][:10]
+    for invoice_id in changed:
+        sandbox.update_invoice(invoice_id, status="paid")
+    settle(sandbox)
+    sandbox.reset_log()
+    third = run_agent(config, "sync")
+    assert third.returncode == 0, third.stderr
+    assert sandbox.count(path_prefix="/_storage") == 0 and sandbox.count(path_prefix="/v2/attachments") == 0
+    after = {p.name: p.read_bytes() for p in outbox.iterdir()}
+    rewritten = {name for name in after if after[name] != before.get(name)}
+    assert len(rewritten) == 11 and "invoices.csv" in rewritten
+    assert {json.loads(after[name])["supplier_invoice"]["id"] for name in rewritten - {"invoices.csv"}} == set(changed)
+    assert_outbox_complete(outbox, sandbox)
+
+
+def test_kill_9_during_sync_then_sync_again(tmp_path: Path, sandbox: Sandbox) -> None:
+    sandbox.seed(250, without_attachment=0.1)
+    sandbox.faults.latency_seconds = 0.02
+    config = make_config(tmp_path, sandbox)
+    outbox = tmp_path / "outbox"
+    agent = AgentProcess(config, "sync")
+    try:
+        wait_for(lambda: outbox.is_dir() and len(list(outbox.glob("*.pdf"))) >= 20, timeout=60,
+                 message="the first attachment files", on_fail=agent.log)
+    finally:
+        agent.kill()
+    assert agent.proc.returncode == -signal.SIGKILL, "the sync ended before it could be killed"
+
+    # What a reader sees right after the kill: only complete files under names it looks for.
+    attachment_of = {i["id"]: i["attachment_id"] for i in sandbox.invoices()}
+    present: set[str] = set()
+    for path in outbox.iterdir():
+        if path.name.startswith("."):
+            continue  # temporaries are dot-names: readers skip them, the next sync removes them
+        if path.suffix == ".pdf":
+            attachment_id = attachment_of[path.stem.rsplit("_", 1)[1]]
+            assert sha256(path) == sandbox.attachment_sha256(attachment_id), f"{path.name} is partial"
+            present.add(attachment_id)
+        elif path.suffix == ".json":
+            doc = json.loads(path.read_bytes())
+            assert doc["file"] is None or (outbox / doc["file"]).exists()
+    assert present and len(present) < 225
+
+    again = run_agent(config, "sync")
+    assert again.returncode == 0, again.stderr
+    assert_outbox_complete(outbox, sandbox)
+    assert not [name for name in os.listdir(outbox) if name.startswith(".")]
+    downloads = storage_downloads(sandbox)
+    twice = {attachment_id: downloads[attachment_id] for attachment_id in present if downloads[attachment_id] != 1}
+    assert twice == {}, "attachments already in the outbox were downloaded again"
