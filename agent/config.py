@@ -29,6 +29,7 @@ from agent.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 20  # Qonto's limit of invoices per bulk request
+MAX_CONCURRENCY = 8  # attachment downloads at once; the client's connection pool holds 10
 
 # Environment variables that override the file, by the key they override.
 ENV_OVERRIDES: dict[tuple[str, str], str] = {
@@ -222,6 +223,9 @@ def from_mapping(
         raise ConfigError('`[inbox] polling` must be true, false or "auto".')
     if not inbox.patterns:
         raise ConfigError('`[inbox] patterns` is empty: list at least one, e.g. ["*.pdf"].')
+    if not 1 <= outbox.concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(f"`[outbox] concurrency` is {outbox.concurrency}: set it between 1 and "
+                          f"{MAX_CONCURRENCY} (more downloads at once only meet Qonto's rate limit sooner).")
     if outbox.since is not None:
         parse_timestamp(outbox.since, "`[outbox] since`")
     if need_credentials:

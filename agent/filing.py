@@ -39,7 +39,7 @@ class Claim:
         return self.rel.name
 
 
-class _FileLock:
+class FileLock:
     """An exclusive lock on a file, held while this process lives (the OS drops it on any exit)."""
 
     def __init__(self, path: Path) -> None:
@@ -83,7 +83,7 @@ class Filing:
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.own = self.processing / self.id
         self.own.mkdir()
-        self._lock = _FileLock(self.processing / f"{self.id}.lock")
+        self._lock = FileLock(self.processing / f"{self.id}.lock")
         self._lock.acquire(blocking=True)
 
     def close(self) -> None:
@@ -130,7 +130,7 @@ class Filing:
         for folder in self.processing.iterdir():
             if not folder.is_dir() or folder == self.own:
                 continue
-            lock = _FileLock(self.processing / f"{folder.name}.lock")
+            lock = FileLock(self.processing / f"{folder.name}.lock")
             if not lock.acquire(blocking=False):
                 continue  # its process is alive and working on it
             try:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from agent.config import Config, parse_timestamp
 from agent.errors import (EXIT_FAILED, EXIT_OK, EXIT_RETRY_LATER, AgentError, ConfigError, CredentialsError,
                           HTMLAnswerError, PermissionDenied)
-from agent.filing import _FileLock, iso
+from agent.filing import FileLock, iso
 from agent.fingerprint import sha256_file
 from agent.state import Ledger
 
@@ -310,7 +310,7 @@ def sync(config: Config, client: QontoClient, ledger: Ledger, *, full: bool = Fa
     by one are counted in the report instead, and keep the cursor where it was.
     """
     config.state.path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _FileLock(config.state.path.with_name(config.state.path.name + ".sync-lock"))
+    lock = FileLock(config.state.path.with_name(config.state.path.name + ".sync-lock"))
     locked = lock.acquire(blocking=False)
     if not locked:
         log.info("another sync of this outbox is running: waiting for it to finish")

@@ -164,7 +164,7 @@ class SyncSchedule(threading.Thread):
                 continue
             self._due = time.monotonic() + self.config.outbox.sync_interval_seconds
             try:
-                mirror.sync(self.config, self.client, self.ledger)
+                mirror.sync(self.config, self.client, self.ledger, cancel=self.stopping)
             except QontoError as exc:
                 log.warning("outbox sync failed (%s); will try again at the next interval", exc)
             except Exception:  # noqa: BLE001 - a sync bug must not kill the uploads

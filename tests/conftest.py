@@ -105,6 +105,7 @@ class AgentProcess:
         """kill -9, for real."""
         self.proc.kill()
         self.proc.wait(10)
+        self._log.close()
 
     def stop(self, timeout: float = 15) -> int:
         if self.proc.poll() is None:
@@ -128,8 +129,7 @@ def agents():
     yield start
     for proc in started:
         if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait(10)
+            proc.kill()
 
 
 __all__ = ["Faults", "Sandbox", "wait_for", "pdf_bytes", "write_pdf", "make_config", "run_agent", "agent_env"]
