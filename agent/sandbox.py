@@ -60,6 +60,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
 from agent.errors import ConfigError
+from agent.samples import page_pdf
 
 MAX_ITEMS = 20
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -313,30 +314,8 @@ def _item_error(code: str, detail: str, key: str | None) -> dict[str, Any]:
 
 def _tiny_pdf(text: str, size: int, rng: random.Random) -> bytes:
     """A valid one-page PDF showing `text`, padded with random comment lines to about `size` bytes."""
-    shown = text.encode("latin-1", "replace")
-    for special in (b"\\", b"(", b")"):
-        shown = shown.replace(special, b"\\" + special)
-    content = b"BT /F1 14 Tf 72 720 Td (" + shown + b") Tj ET\n"
-    while len(content) < size - 700:
-        content += b"% " + rng.randbytes(32).hex().encode() + b"\n"
-    objects = (
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"endstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    )
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, obj in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    padding = b"".join(b"% " + rng.randbytes(32).hex().encode() + b"\n" for _ in range(max(0, size - 700) // 67))
+    return page_pdf([(72, 720, 14, text)], padding)
 
 
 # --------------------------------------------------------------------------------------------
