@@ -170,3 +170,41 @@ def test_run_stops_cleanly_on_signals(tmp_path, sandbox, agents, signal_name):
 
 def test_env_is_clean_of_qonto_variables():
     assert not any(k.startswith("QONTO_") for k in agent_env())
+
+
+def test_sandbox_command_serves_and_check_accepts_it(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "agent", "sandbox", "--port", str(port)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=agent_env())
+    try:
+        banner = wait_for(lambda: server.stdout.readline(), message="the sandbox banner")
+        assert str(port) in banner or str(port) in server.stdout.readline()
+        config = tmp_path / "cfg.toml"
+        config.write_text(tomli_w.dumps({"qonto": {"base_url": f"http://127.0.0.1:{port}", "login": "sandbox-org",
+                                                   "secret_key": "sandbox-secret-key"}}))
+        result = run_agent(config, "check")
+        assert result.returncode == 0 and "Sandbox Company SAS" in result.stdout, result.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0
+
+
+def test_init_asks_on_a_terminal(tmp_path):
+    from agent import initialize
+
+    replies = iter([str(tmp_path / "in"), "", "", "acme-org"])
+    answers = initialize.ask(initialize.Answers("inbox", "outbox", "https://thirdparty.qonto.com"),
+                             prompt=lambda _: next(replies), secret_prompt=lambda _: "")
+    assert (answers.inbox, answers.outbox, answers.login, answers.secret_key) == (str(tmp_path / "in"),
+                                                                                   "outbox", "acme-org", "")
+    cfg = initialize.write(tmp_path / "config.toml", answers, force=False)
+    assert cfg.qonto.login == "acme-org" and cfg.outbox.path == tmp_path / "outbox"
