@@ -155,6 +155,11 @@ def test_an_item_the_server_rejects_goes_to_error_with_qontos_detail(tmp_path, a
         assert sidecar["errors"] == [{"code": "invalid", "detail": "The file is corrupted and cannot be analysed"}]
         assert sidecar["idempotency_key"] == idempotency_key(sidecar["sha256"])
         assert sandbox.count(path_prefix=BULK) == 1
+        # the supplier sent a good copy: moving the file back from error/ retries it
+        sandbox.reject = None
+        (inbox / "error" / "corrupt.pdf").rename(inbox / "corrupt.pdf")
+        wait_for(done_count(inbox, 3), message="corrupt.pdf in done/ after the retry", on_fail=agent.log)
+        assert sandbox.invoice_count() == 3
 
 
 def test_faults_on_thirty_percent_of_requests_lose_and_double_nothing(tmp_path, agents):
