@@ -9,7 +9,6 @@ its claim folder is gone. Names in done/ and error/ are never overwritten.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from agent import atomic
 from agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class Filing:
         while True:
             target = _free_name(folder / claim.name)
             if sidecar is not None:
-                write_json_atomic(target.with_name(target.name + ".error.json"), {**sidecar, "file": target.name})
+                atomic.write_json(target.with_name(target.name + ".error.json"), {**sidecar, "file": target.name})
             try:
                 _move_no_clobber(claim.path, target)
                 break
@@ -213,20 +213,6 @@ def _drop_token(claim: Claim, own: Path) -> None:
     """Remove the now-empty claim token folder (`.processing/<id>/<token>/`)."""
     token = own / claim.path.relative_to(own).parts[0]
     shutil.rmtree(token, ignore_errors=True)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of one."""
-    write_bytes_atomic(path, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def iso(ts: float | None) -> str | None:

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import stat
 import threading
 import time
@@ -36,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from agent import atomic
 from agent.config import Config, parse_timestamp
 from agent.errors import (EXIT_FAILED, EXIT_OK, EXIT_RETRY_LATER, AgentError, ConfigError, CredentialsError,
                           HTMLAnswerError, PermissionDenied)
@@ -176,7 +176,6 @@ def strip_urls(obj: Any) -> Any:
 
 # --- the folder ---------------------------------------------------------------------------------
 
-_TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
 
 
 class Outbox:
@@ -203,8 +202,7 @@ class Outbox:
         return path
 
     def temp_path(self, name: str) -> Path:
-        self.path(name)
-        return self.root / f".{name}.tmp-{secrets.token_hex(6)}"
+        return atomic.temp_for(self.path(name))
 
     def size(self, name: str) -> int | None:
         """The size of a complete file in the outbox, or None when there is none."""
@@ -218,23 +216,13 @@ class Outbox:
         return self.size(name) is not None
 
     def commit(self, temp: Path, name: str) -> None:
-        """Make a fully written temporary visible under its final name (fsync, then rename)."""
-        with open(temp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(temp, self.path(name))
+        atomic.commit(temp, self.path(name))
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        temp = self.temp_path(name)
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            self.commit(temp, name)
-        finally:
-            temp.unlink(missing_ok=True)
+        atomic.write_bytes(self.path(name), data)
 
     def write_json(self, name: str, data: Any) -> None:
-        self.write_bytes(name, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        atomic.write_json(self.path(name), data)
 
     def write_csv(self, name: str, fields: tuple[str, ...], rows: list[Mapping[str, str]]) -> None:
         buffer = io.StringIO(newline="")
@@ -250,20 +238,14 @@ class Outbox:
         """Delete what an interrupted sync left half-written (only our own temporary names)."""
         removed = 0
         for entry in os.scandir(self.root):
-            if _TEMP.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            if atomic.TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
         return removed
 
     def flush(self) -> None:
-        """Make the renames durable (directory fsync) before the ledger calls the window done."""
-        if os.name != "posix":
-            return
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Make the renames durable before the ledger calls the window done."""
+        atomic.fsync_dir(self.root)
 
 
 # --- the loop -----------------------------------------------------------------------------------

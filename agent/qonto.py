@@ -13,9 +13,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,6 +32,7 @@ from urllib3.filepost import encode_multipart_formdata
 from urllib3.util import Retry
 
 from agent import __version__
+from agent import atomic
 from agent.config import MAX_BATCH, QontoConfig, check_credentials
 from agent.errors import (
     AttachmentURLExpired,
@@ -495,7 +494,9 @@ class _OAuth:
         tokens = {"access_token": self.access_token, "refresh_token": self.refresh_token,
                   "expires_at": self.expires_at, "configured": _token_tag(self._configured)}
         try:
-            _write_private(self._store, json.dumps(tokens).encode())
+            self._store.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(self._store, json.dumps(tokens).encode(), mode=0o600)
+            atomic.fsync_dir(self._store.parent)
         except OSError as exc:
             log.error("could not save the rotated OAuth tokens to %s (%s): after a restart the agent "
                       "will need new tokens; check that folder's permissions and free space",
@@ -527,27 +528,6 @@ def _load_tokens(config: QontoConfig, store: Path | None) -> tuple[str, str, flo
 def _token_tag(token: str) -> str:
     """A one-way tag of a token, to recognise it later without storing it twice."""
     return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`, readable by the owner only (mode 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _refresh_refused_hint(status: int) -> str:

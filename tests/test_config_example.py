@@ -15,7 +15,7 @@ def test_example_lists_every_key_with_its_default():
     doc = tomllib.loads(text)
     for name, cls in configuration.SECTIONS.items():
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        commented = set(re.findall(rf"^# (\w+) = ", text, re.M))
+        commented = set(re.findall(r"^# (\w+) = ", text, re.M))
         assert set(doc[name]) | (commented & set(fields)) >= set(fields), name
         defaults = cls()
         for key, value in doc[name].items():
