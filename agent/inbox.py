@@ -36,7 +36,8 @@ NETWORK_FS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "afs", "9p", "fuse.sshfs",
               "ncpfs", "glusterfs", "ceph", "fuse.glusterfs", "fuse.rclone"}
 _TEMP_SUFFIXES = (".part", ".crdownload", ".filepart", ".partial", ".tmp", ".download")
 _LITTER = {".ds_store", "thumbs.db", "desktop.ini", "@eadir"}
-TRAILER_WINDOW = 2048  # `%%EOF` must be within this many bytes of the end
+TRAILER_WINDOW = 2048
+WRITE_EVENTS = {"created", "modified", "moved", "closed"}  # "closed" is a close after writing  # `%%EOF` must be within this many bytes of the end
 
 
 def is_ignored_name(name: str) -> bool:
@@ -139,7 +140,8 @@ class _Hints(FileSystemEventHandler):
         self.wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory and event.event_type != "moved":
+        # Opening or reading a file (our own settle check does) says nothing new about it.
+        if event.event_type not in WRITE_EVENTS or (event.is_directory and event.event_type != "moved"):
             return
         for attr in ("src_path", "dest_path"):
             raw = getattr(event, attr, "")
@@ -179,6 +181,7 @@ class Watcher:
 
     def stop(self) -> None:
         if self.observer is not None:
+            self.observer.unschedule_all()  # emitters first, so none is asked for events once stopped
             self.observer.stop()
             self.observer.join(5)
 
@@ -331,6 +334,11 @@ class Settler:
         if head != b"%PDF-":
             return "not_pdf"
         return "ok" if b"%%EOF" in tail else "incomplete"
+
+    def settling(self) -> bool:
+        """Some file may become ready soon (not held back, not waiting for a scanner to finish)."""
+        now = time.monotonic()
+        return any(seen.hold_until <= now and seen.verdict != "incomplete" for seen in self.files.values())
 
     def next_check(self) -> float | None:
         """Seconds until a tracked file may change state (None when nothing is tracked)."""

@@ -13,8 +13,10 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from agent import mirror
 from agent.config import Config
@@ -32,6 +34,7 @@ PAUSE_SECONDS = 60.0  # uploads wait this long after a 403 or a web page instead
 HEARTBEAT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 8.0  # DESIGN.md: exit within 10 s of SIGTERM
 SYNC_AFTER_UPLOAD_SECONDS = 10.0
+UPLOADS_IN_FLIGHT = 2  # one batch's round trip overlaps the next one's, within Qonto's rate limits
 
 
 @dataclass
@@ -51,9 +54,14 @@ class Totals:
 
 
 class Pipeline:
-    """settle → batch → upload → file away, one tick at a time; knows nothing of threads or signals."""
+    """settle → batch → upload → file away, one tick at a time; knows nothing of signals.
 
-    def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing) -> None:
+    Up to UPLOADS_IN_FLIGHT batches travel at once, so one batch's round trip overlaps the next
+    one's; their outcomes are applied here, on the caller's thread, where the settler lives.
+    """
+
+    def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing,
+                 wake: Callable[[], None] | None = None) -> None:
         cfg = config.inbox
         self.config = config
         self.ledger = ledger
@@ -67,6 +75,9 @@ class Pipeline:
         self.forced: set[Path] = set()
         self._pause_until = 0.0
         self._pending_written: list[tuple[str, str]] | None = None
+        self._wake = wake
+        self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload")
+        self._in_flight: dict[Future, list[Ready]] = {}
 
     def resume(self) -> None:
         """Files claimed by this process's dead predecessors are sent first, as they were ready."""
@@ -86,6 +97,7 @@ class Pipeline:
 
     def tick(self, flush: bool = False) -> float | None:
         """Do what is due; return seconds until something may be due again (None: wait for events)."""
+        self._collect()
         ready, refused = self.settler.poll()
         for item in refused:
             self.uploader.refuse(item)
@@ -95,20 +107,29 @@ class Pipeline:
             ready = []
         self.batcher.add(ready)
         for batch in self.batcher.take(flush=flush):
-            self._send(batch)
+            force = any(item.path in self.forced for item in batch)
+            future = self._pool.submit(self.uploader.send, batch, force=force)
+            self._in_flight[future] = batch
+            if self._wake:
+                future.add_done_callback(lambda _: self._wake())
         waits = [w for w in (self.settler.next_check(), self.batcher.next_due()) if w is not None]
+        if self._in_flight and not self._wake:
+            waits.append(0.05)
         return min(waits) if waits else None
 
     def idle(self) -> bool:
         """Nothing left that this pass could still send (held and incomplete files wait for later)."""
-        if self.batcher.queue:
-            return False
-        now = time.monotonic()
-        return all(seen.hold_until > now or seen.verdict == "incomplete" for seen in self.settler.files.values())
+        return not self.batcher.queue and not self._in_flight and not self.settler.settling()
 
-    def _send(self, batch: list[Ready]) -> None:
-        force = any(item.path in self.forced for item in batch)
-        self._account(self.uploader.send(batch, force=force))
+    def close(self) -> None:
+        """Let the batches in flight finish and file their files away."""
+        self._pool.shutdown(wait=True)
+        self._collect()
+
+    def _collect(self) -> None:
+        for future in [f for f in self._in_flight if f.done()]:
+            del self._in_flight[future]
+            self._account(future.result())  # a bug in a worker ends the loop, as it would inline
 
     def _account(self, outcome: Outcome) -> None:
         self.totals.add(outcome)
@@ -133,6 +154,8 @@ class Pipeline:
                          for p, since, why in self.settler.pending())
         entries += [(str(r.path.relative_to(self.config.inbox.path)), r.dropped_at, "queued for upload")
                     for r in self.batcher.queue]
+        entries += [(str(r.path.relative_to(self.config.inbox.path)), r.dropped_at, "uploading")
+                    for batch in list(self._in_flight.values()) for r in batch]
         key = [(f, why) for f, _, why in entries]
         if key != self._pending_written:
             self.ledger.set_pending(Pending(f, since, why) for f, since, why in entries)
@@ -202,7 +225,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, stopping: thr
               wake: threading.Event, result: dict[str, int]) -> None:
     filing = Filing(config.inbox.path)
     watcher = Watcher(config.inbox, wake.set)
-    pipeline = Pipeline(config, client, ledger, filing)
+    pipeline = Pipeline(config, client, ledger, filing, wake.set)
     sync = SyncSchedule(config, client, ledger, stopping)
     try:
         watcher.start()  # events first, then the scan: nothing dropped in between is missed
@@ -244,6 +267,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, stopping: thr
         stopping.set()
     finally:
         watcher.stop()
+        pipeline.close()
         filing.close()
         ledger.set("heartbeat", None)
 
@@ -265,7 +289,7 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
             pipeline.scan()
         total = len(pipeline.settler.files)
         while True:
-            wait = pipeline.tick(flush=True)
+            wait = pipeline.tick(flush=not pipeline.settler.settling())  # full batches while files settle
             pipeline.publish_pending()
             if progress:
                 progress.show(pipeline.totals, total)
@@ -276,6 +300,7 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
             progress.done()
         waiting = len(pipeline.settler.files)
     finally:
+        pipeline.close()
         filing.close()
     totals = pipeline.totals
     log.info("upload pass: %d uploaded, %d already uploaded, %d failed (in error/), %d left for later",
