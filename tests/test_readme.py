@@ -4,6 +4,7 @@ table, and its commands are the ones CI runs."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -60,3 +61,18 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     command = "python -m pip install -e '.[test]' && python -m pytest"
     assert command in README and command in ci
+
+
+def test_configuration_reference_lists_every_key_of_the_example_with_its_default():
+    import tomllib
+
+    import tomli_w
+
+    reference = README[README.index("## Configuration reference"):README.index("## Commands")]
+    example = tomllib.loads((REPO / "config.toml.example").read_text())
+    for section, values in example.items():
+        for key, value in values.items():
+            row = next((line for line in reference.splitlines() if f"`[{section}] {key}`" in line), None)
+            assert row is not None, f"[{section}] {key} is missing from the README's reference"
+            shown = json.dumps(value) if isinstance(value, list) else tomli_w.dumps({"v": value}).strip()[4:]
+            assert f"`{shown}`" in row, f"[{section}] {key}: the README shows another default"
