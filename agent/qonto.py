@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import io
 import json
 import logging
 import math
 import re
+import secrets
 import threading
 import time
 from collections import Counter
@@ -21,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -193,9 +195,10 @@ class QontoClient:
         if not items:
             return []
         body, content_type = _bulk_body(items, source, meta)
-        answer = self._api("POST", "/v2/supplier_invoices/bulk", data=body,
-                           headers={"Content-Type": content_type},
-                           action="the invoice upload", scope="supplier_invoice.write")
+        with body:
+            answer = self._api("POST", "/v2/supplier_invoices/bulk", data=body,
+                               headers={"Content-Type": content_type},
+                               action="the invoice upload", scope="supplier_invoice.write")
         return _map_results(items, answer)
 
     def iter_supplier_invoices(
@@ -326,6 +329,8 @@ class QontoClient:
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send with the timeout, turn network failures into TransientError, log without headers."""
         started = time.monotonic()
+        if isinstance(kwargs.get("data"), io.IOBase):
+            kwargs["data"].seek(0)  # a streamed body sent again (after a token refresh) starts over
         with _network_errors(url, self._redact):
             response = self._session.request(method, url, timeout=self._config.timeout_seconds, **kwargs)
         log.debug("%s %s -> %d in %.0f ms, trace id %s", method, urlsplit(url).path, response.status_code,
@@ -693,30 +698,113 @@ def _rfc3339(value: datetime | str) -> str:
 
 # --- bulk upload -----------------------------------------------------------------------------
 
-def _bulk_body(items: Sequence[UploadItem], source: str, meta: dict | None) -> tuple[bytes, str]:
+def _bulk_body(items: Sequence[UploadItem], source: str, meta: dict | None) -> tuple[_MultipartStream, str]:
     """The multipart body, each item's file then key, item after item, then `source` and `meta`.
 
     Built by hand because the server groups `supplier_invoices[][x]` fields by order, and
-    `requests` would put every `data=` field before every `files=` field.
+    `requests` would put every `data=` field before every `files=` field. urllib3 encodes the
+    framing around a placeholder per file; the files themselves are streamed from disk when sent.
     """
     fields: list[RequestField | tuple[str, str]] = []
-    for item in items:
-        fields += [_file_field(item), (KEY_FIELD, item.idempotency_key)]
+    placeholders = []
+    for index, item in enumerate(items):
+        placeholder = f"\0qonto-agent-file-{index}-{secrets.token_hex(8)}\0".encode()
+        placeholders.append(placeholder)
+        fields += [_file_field(item, placeholder), (KEY_FIELD, item.idempotency_key)]
     fields.append(("source", source))
     if meta is not None:
         fields.append(("meta", json.dumps(meta)))
-    return encode_multipart_formdata(fields)
+    framing, content_type = encode_multipart_formdata(fields)
+    segments: list[bytes | Path] = []
+    for item, placeholder in zip(items, placeholders):
+        before, framing = framing.split(placeholder, 1)
+        segments += [before, item.path]
+    segments.append(framing)
+    return _MultipartStream(segments), content_type
 
 
-def _file_field(item: UploadItem) -> RequestField:
+def _file_field(item: UploadItem, data: bytes) -> RequestField:
     """The file part. urllib3 writes the name as browsers do (raw UTF-8, `"` as %22); a name that
     form would alter or that is not plain ASCII also gets an exact RFC 2231 `filename*`."""
-    field = RequestField(FILE_FIELD, item.path.read_bytes(), filename=item.filename)
+    field = RequestField(FILE_FIELD, data, filename=item.filename)
     field.make_multipart(content_type=item.content_type)
     name = item.filename
     if not (name.isascii() and name.isprintable()) or any(c in name for c in '"%\\'):
         field.headers["Content-Disposition"] += f"; filename*=UTF-8''{quote(name, safe='')}"
     return field
+
+
+class _MultipartStream(io.RawIOBase):
+    """A request body made of byte strings and files, read from disk as it is sent.
+
+    Memory stays flat whatever the files' sizes. It has a length (for Content-Length) and can
+    seek back to the start, which is how urllib3 rewinds a body to retry a request.
+    """
+
+    def __init__(self, segments: list[bytes | Path]) -> None:
+        super().__init__()
+        self._sizes = [len(s) if isinstance(s, bytes) else s.stat().st_size for s in segments]
+        self._segments = segments
+        self._pos = 0
+        self._open: tuple[int, BinaryIO] | None = None
+
+    def __len__(self) -> int:
+        return sum(self._sizes)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        start = 0
+        for index, size in enumerate(self._sizes):
+            if self._pos < start + size:
+                break
+            start += size
+        else:
+            return 0
+        offset, segment = self._pos - start, self._segments[index]
+        want = min(len(view), size - offset)
+        if isinstance(segment, bytes):
+            view[:want] = segment[offset:offset + want]
+            got = want
+        else:
+            got = self._file(index, segment).readinto(view[:want]) if want else 0
+            if got == 0 and want:
+                raise OSError(f"{segment.name} got shorter while it was being sent")
+        self._pos += got
+        return got
+
+    def _file(self, index: int, path: Path) -> BinaryIO:
+        """The open file of segment `index`, positioned where the stream is."""
+        if self._open is None or self._open[0] != index:
+            self._close_file()
+            self._open = (index, open(path, "rb"))
+        fh = self._open[1]
+        start = sum(self._sizes[:index])
+        if fh.tell() != self._pos - start:
+            fh.seek(self._pos - start)
+        return fh
+
+    def _close_file(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+    def close(self) -> None:
+        self._close_file()
+        super().close()
 
 
 def _map_results(items: Sequence[UploadItem], answer: dict) -> list[ItemResult]:
