@@ -256,9 +256,6 @@ class Settler:
             if first_seen is not None:
                 seen.first_seen = min(seen.first_seen, first_seen)
 
-    def forget(self, path: Path) -> None:
-        self.files.pop(path, None)
-
     def poll(self) -> tuple[list[Ready], list[Refused]]:
         """Look at every tracked file once; return those now ready and those refused."""
         ready: list[Ready] = []

@@ -42,14 +42,12 @@ class Totals:
     uploaded: int = 0
     duplicates: int = 0
     failed: int = 0
-    retry: int = 0
     paused: QontoError | None = None
 
     def add(self, outcome: Outcome) -> None:
         self.uploaded += len(outcome.uploaded)
         self.duplicates += len(outcome.duplicates)
         self.failed += len(outcome.failed)
-        self.retry += len(outcome.retry)
         self.paused = outcome.paused or self.paused
 
 

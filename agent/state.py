@@ -183,17 +183,10 @@ class Ledger:
                  json.dumps(errors), hint),
             )
 
-    def unresolved(self) -> list[Upload]:
-        """Content whose last attempt got no answer (crash, timeout): to resend or reconcile."""
-        return [_upload(r) for r in self._query("SELECT * FROM uploads WHERE outcome='sending'")]
-
     def recent(self, outcome: str, limit: int = 10) -> list[Upload]:
         rows = self._query("SELECT * FROM uploads WHERE outcome=? ORDER BY finished_at DESC LIMIT ?",
                            (outcome, limit))
         return [_upload(r) for r in rows]
-
-    def count(self, outcome: str) -> int:
-        return self._query("SELECT COUNT(*) FROM uploads WHERE outcome=?", (outcome,))[0][0]
 
     # --- pending files and the heartbeat of `run` ----------------------------------------------
 
