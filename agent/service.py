@@ -206,8 +206,9 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    filing = Filing(config.inbox.path)  # a missing inbox is a configuration error, said before starting
     worker = threading.Thread(target=_run_loop, name="inbox",
-                              args=(config, client, ledger, stopping, wake, result), daemon=True)
+                              args=(config, client, ledger, filing, stopping, wake, result), daemon=True)
     worker.start()
     while worker.is_alive() and not stopping.is_set():
         stopping.wait(1.0)
@@ -219,9 +220,8 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> int:
     return result.get("code", EXIT_OK)
 
 
-def _run_loop(config: Config, client: QontoClient, ledger: Ledger, stopping: threading.Event,
+def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stopping: threading.Event,
               wake: threading.Event, result: dict[str, int]) -> None:
-    filing = Filing(config.inbox.path)
     watcher = Watcher(config.inbox, wake.set)
     pipeline = Pipeline(config, client, ledger, filing, wake.set)
     sync = SyncSchedule(config, client, ledger, stopping)

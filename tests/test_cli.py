@@ -208,3 +208,11 @@ def test_init_asks_on_a_terminal(tmp_path):
                                                                                    "outbox", "acme-org", "")
     cfg = initialize.write(tmp_path / "config.toml", answers, force=False)
     assert cfg.qonto.login == "acme-org" and cfg.outbox.path == tmp_path / "outbox"
+
+
+def test_run_without_its_inbox_says_so_and_creates_nothing(tmp_path, sandbox):
+    config = make_config(tmp_path, sandbox, inbox={"path": "share/inbox"})
+    result = run_agent(config, "run", timeout=30)
+    assert result.returncode == 2
+    assert "does not exist: create it, or check that its share is mounted" in result.stderr
+    assert not (tmp_path / "share").exists()
