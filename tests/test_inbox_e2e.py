@@ -162,29 +162,34 @@ def test_an_item_the_server_rejects_goes_to_error_with_qontos_detail(tmp_path, a
         assert sandbox.invoice_count() == 3
 
 
-def test_faults_on_thirty_percent_of_requests_lose_and_double_nothing(tmp_path, agents):
+@pytest.mark.parametrize("files, seed", [(60, 7), pytest.param(400, 11, marks=pytest.mark.slow)])
+def test_faults_on_thirty_percent_of_requests_lose_and_double_nothing(tmp_path, agents, files, seed):
     faults = Faults(error_rate=0.08, rate_limit_rate=0.08, drop_rate=0.07, commit_then_fail_rate=0.07,
                     retry_after_seconds=0.1)
-    with Sandbox(faults=faults, seed=7, analysis_delay_seconds=0.2) as sandbox:
+    with Sandbox(faults=faults, seed=seed, analysis_delay_seconds=0.2) as sandbox:
         config = make_config(tmp_path, sandbox, inbox={"batch_size": 5})
         inbox = tmp_path / "inbox"
         agent = agents(config, "run")
-        for i in range(60):
-            write_pdf(inbox / f"fault-{i:02}.pdf")
-        wait_for(done_count(inbox, 60), timeout=120, message="60 files in done/", on_fail=agent.log)
-        assert sandbox.invoice_count() == 60
+        for i in range(files):
+            write_pdf(inbox / f"fault-{i:03}.pdf")
+        wait_for(done_count(inbox, files), timeout=300, message=f"{files} files in done/", on_fail=agent.log)
+        assert sandbox.invoice_count() == files
         assert filed(inbox / "error") == []
-        assert sandbox.count(path_prefix=BULK) > 12, "the faults did not fire: the test proves nothing"
+        assert sandbox.count(path_prefix=BULK) > files // 5, "the faults did not fire: the test proves nothing"
 
 
-def test_kill_minus_nine_five_times_loses_and_doubles_nothing(tmp_path, agents):
+@pytest.mark.parametrize("files, kills, seed", [
+    (100, 5, 42),
+    pytest.param(300, 20, 7, marks=pytest.mark.slow),  # a longer soak of the same property
+])
+def test_kill_minus_nine_loses_and_doubles_nothing(tmp_path, agents, files, kills, seed):
     with Sandbox(faults=Faults(latency_seconds=0.25), analysis_delay_seconds=0.2) as sandbox:
         config = make_config(tmp_path, sandbox, inbox={"batch_size": 10, "debounce_seconds": 0.1})
         inbox = tmp_path / "inbox"
-        for i in range(100):
+        for i in range(files):
             write_pdf(inbox / f"crash-{i:03}.pdf")
-        rng = random.Random(42)
-        for round_ in range(5):
+        rng = random.Random(seed)
+        for round_ in range(kills):
             agent = agents(config, "run", log_name=f"agent-{round_}.log")
             before = len(filed(inbox / "done"))
             wait_for(lambda: sandbox.count(path_prefix=BULK) > 0 and len(filed(inbox / "done")) > before
@@ -192,9 +197,9 @@ def test_kill_minus_nine_five_times_loses_and_doubles_nothing(tmp_path, agents):
             time.sleep(rng.uniform(0.0, 0.6))  # a random moment within the work, the thing under test
             agent.kill()
         agent = agents(config, "run", log_name="agent-final.log")
-        wait_for(done_count(inbox, 100), timeout=120, message="100 files in done/", on_fail=agent.log)
-        assert filed(inbox / "done") == [f"crash-{i:03}.pdf" for i in range(100)]
-        assert sandbox.invoice_count() == 100
+        wait_for(done_count(inbox, files), timeout=300, message=f"{files} files in done/", on_fail=agent.log)
+        assert filed(inbox / "done") == [f"crash-{i:03}.pdf" for i in range(files)]
+        assert sandbox.invoice_count() == files
         assert inbox_left(inbox) == [] and processing_left(inbox) == []
 
 
