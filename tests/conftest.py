@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pytest
 import tomli_w
 
+from agent.samples import page_pdf
 from agent.sandbox import Faults, Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,14 +35,10 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 def pdf_bytes(label: str, size: int = 0) -> bytes:
     """A small valid PDF whose bytes differ by `label`, padded (inside a comment) to `size`."""
-    body = (
-        "%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
-        "2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\n"
-        f"% {label}\n"
-    ).encode()
-    trailer = b"trailer << /Root 1 0 R >>\n%%EOF\n"
-    pad = max(0, size - len(body) - len(trailer))
-    return body + (b"%" + b"x" * max(0, pad - 2) + b"\n" if pad >= 2 else b"") + trailer
+    base = page_pdf([(72, 720, 12, label)])
+    if size <= len(base):
+        return base
+    return page_pdf([(72, 720, 12, label)], b"%" + b"x" * (size - len(base) - 2) + b"\n")
 
 
 def write_pdf(path: Path, label: str | None = None, size: int = 0) -> Path:
