@@ -97,10 +97,12 @@ def test_pdf_without_trailer_waits_then_goes_to_error(tmp_path):
     path.write_bytes(b"%PDF-1.4\n" + b"x" * 5000)
     settler = Settler(settle_seconds=0.1, incomplete_after_seconds=0.6)
     settler.track(path)
-    time.sleep(0.2)
-    settler.poll()
-    settler.poll()
-    assert [reason for _, _, reason in settler.pending()][0].startswith("waiting for the end of the PDF")
+
+    def waiting_for_trailer():
+        settler.poll()
+        return settler.pending()[0][2].startswith("waiting for the end of the PDF")
+
+    wait_for(waiting_for_trailer, timeout=2, message="the settler to wait for the trailer")
     ready, refused = _settle(settler)
     assert not ready and [r.code for r in refused] == ["incomplete"]
 
