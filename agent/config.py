@@ -219,8 +219,6 @@ def from_mapping(
             f"`[inbox] batch_size` is {inbox.batch_size}: Qonto takes 1 to {MAX_BATCH} invoices "
             f"per request, so set it between 1 and {MAX_BATCH}."
         )
-    if inbox.polling not in (True, False, "auto"):
-        raise ConfigError('`[inbox] polling` must be true, false or "auto".')
     if not inbox.patterns:
         raise ConfigError('`[inbox] patterns` is empty: list at least one, e.g. ["*.pdf"].')
     if not 1 <= outbox.concurrency <= MAX_CONCURRENCY:
@@ -334,11 +332,9 @@ def _coerce(value: Any, default: Any, what: str) -> Any:
     def wrong(expected: str) -> ConfigError:
         return ConfigError(f"{what} must be {expected}, not {type(value).__name__} ({value!r}).")
 
-    if isinstance(default, bool) and not isinstance(value, bool):
-        if what.endswith("polling`") and value == "auto":
-            return value
-        raise wrong("true or false" + (' or "auto"' if what.endswith("polling`") else ""))
     if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise wrong("true or false")
         return value
     if default == "auto":  # polling
         if isinstance(value, bool) or value == "auto":

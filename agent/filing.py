@@ -197,9 +197,7 @@ def _move_no_clobber(src: Path, dst: Path) -> None:
     """Rename without ever replacing an existing file: a hard link fails if `dst` exists."""
     try:
         os.link(src, dst, follow_symlinks=False)
-    except FileExistsError:
-        raise
-    except OSError as exc:
+    except OSError as exc:  # FileExistsError (EEXIST) is re-raised below, as the caller expects
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EACCES):
             raise
         if dst.exists():  # a file system without hard links (some SMB/FAT mounts)

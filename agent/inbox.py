@@ -96,7 +96,7 @@ class Rules:
 
     def listdir(self, path: str) -> Iterator[os.DirEntry]:
         """`os.scandir` for the polling observer, minus the archive and dot-folders."""
-        rel_dir = Path(path).relative_to(self.root) if Path(path) != self.root else Path(".")
+        rel_dir = Path(path).relative_to(self.root)
         for entry in os.scandir(path):
             if entry.is_dir(follow_symlinks=False) and self.prune(rel_dir, entry.name):
                 continue

@@ -8,9 +8,11 @@ Failures surface as the `agent.errors` hierarchy, whose messages never contain a
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -743,13 +745,14 @@ class _MultipartStream(io.RawIOBase):
 
     def __init__(self, segments: list[bytes | Path]) -> None:
         super().__init__()
-        self._sizes = [len(s) if isinstance(s, bytes) else s.stat().st_size for s in segments]
+        sizes = [len(s) if isinstance(s, bytes) else s.stat().st_size for s in segments]
+        self._starts = list(itertools.accumulate(sizes, initial=0))  # segment i spans starts[i]:starts[i+1]
         self._segments = segments
         self._pos = 0
         self._open: tuple[int, BinaryIO] | None = None
 
     def __len__(self) -> int:
-        return sum(self._sizes)
+        return self._starts[-1]
 
     def readable(self) -> bool:
         return True
@@ -767,15 +770,11 @@ class _MultipartStream(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
-        start = 0
-        for index, size in enumerate(self._sizes):
-            if self._pos < start + size:
-                break
-            start += size
-        else:
+        if self._pos >= len(self):
             return 0
-        offset, segment = self._pos - start, self._segments[index]
-        want = min(len(view), size - offset)
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        offset, segment = self._pos - self._starts[index], self._segments[index]
+        want = min(len(view), self._starts[index + 1] - self._pos)
         if isinstance(segment, bytes):
             view[:want] = segment[offset:offset + want]
             got = want
@@ -792,9 +791,8 @@ class _MultipartStream(io.RawIOBase):
             self._close_file()
             self._open = (index, open(path, "rb"))
         fh = self._open[1]
-        start = sum(self._sizes[:index])
-        if fh.tell() != self._pos - start:
-            fh.seek(self._pos - start)
+        if fh.tell() != self._pos - self._starts[index]:
+            fh.seek(self._pos - self._starts[index])
         return fh
 
     def _close_file(self) -> None:

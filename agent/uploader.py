@@ -8,6 +8,7 @@ or still in the inbox, and the ledger tells whether its content already became a
 from __future__ import annotations
 
 import logging
+import mimetypes
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 300.0
 RECONCILE_MARGIN_SECONDS = 300.0  # look for invoices created this long around an unanswered attempt
-CONTENT_TYPES = {".pdf": "application/pdf", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
 @dataclass
@@ -163,7 +163,7 @@ class Uploader:
         for item in items:
             self.ledger.begin_attempt(item.sha256, item.key, item.claim.name, item.size, item.claim.dropped_at)
         uploads = [UploadItem(item.claim.path, item.key, item.claim.name,
-                              CONTENT_TYPES.get(item.claim.path.suffix.lower(), "application/octet-stream"))
+                              mimetypes.guess_type(item.claim.name)[0] or "application/octet-stream")
                    for item in items]
         try:
             results = self.client.upload_bulk(uploads)

@@ -14,7 +14,7 @@ import pytest
 import tomli_w
 
 from agent.samples import page_pdf
-from agent.sandbox import Faults, Sandbox
+from agent.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -128,5 +128,3 @@ def agents():
         if proc.proc.poll() is None:
             proc.kill()
 
-
-__all__ = ["Faults", "Sandbox", "wait_for", "pdf_bytes", "write_pdf", "make_config", "run_agent", "agent_env"]
