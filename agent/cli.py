@@ -1,20 +1,47 @@
-"""The command line: parse, wire the pieces, map errors to exit codes. No logic of its own."""
+"""The command line: parse and validate arguments, wire the pieces, and turn outcomes and errors
+into exit codes. This is the only module that knows the exit codes (DESIGN.md)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, initialize, mirror, sandbox, service, status
+from agent import __version__, demo, initialize, mirror, service, status
 from agent import config as configuration
 from agent import logs
-from agent.errors import EXIT_OK, EXIT_USAGE, AgentError
-from agent.qonto import QontoClient
+from agent.base.errors import (AgentError, ConfigError, CredentialsError, HTMLAnswerError, PermissionDenied,
+                               QontoError, RequestRejected)
+from agent.base.verdict import Verdict
+from agent.qonto.client import QontoClient
+from agent.sandbox import command as sandbox_command
 from agent.state import Ledger
 
 log = logging.getLogger("agent")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some files or invoices failed permanently
+EXIT_USAGE = 2  # usage, configuration, folder or ledger problem a person must fix
+EXIT_RETRY_LATER = 3  # transient trouble: nothing lost, run again later
+EXIT_CREDENTIALS = 4  # credentials refused
+
+VERDICT_EXIT = {Verdict.DONE: EXIT_OK, Verdict.FAILED: EXIT_FAILED, Verdict.LATER: EXIT_RETRY_LATER,
+                Verdict.CREDENTIALS: EXIT_CREDENTIALS}
+RUN_EXIT = {service.RunEnd.STOPPED: EXIT_OK, service.RunEnd.ABANDONED: EXIT_OK,
+            service.RunEnd.WATCHER_DIED: EXIT_RETRY_LATER, service.RunEnd.CRASHED: EXIT_FAILED}
+
+
+def exit_code_for(exc: AgentError) -> int:
+    """The exit code of an error that ended a command."""
+    if isinstance(exc, (ConfigError, HTMLAnswerError)):
+        return EXIT_USAGE
+    if isinstance(exc, (CredentialsError, PermissionDenied)):
+        return EXIT_CREDENTIALS
+    if isinstance(exc, RequestRejected) or not isinstance(exc, QontoError):
+        return EXIT_FAILED
+    return EXIT_RETRY_LATER
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=None, help="workspace folder (default: a new temporary one)")
 
     p = sub.add_parser("sandbox", help="serve a local Qonto-compatible API for tests and set-ups")
-    sandbox.add_arguments(p)
+    sandbox_command.add_arguments(p)
     return parser
 
 
@@ -69,21 +96,23 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except AgentError as exc:
         log.error("%s", exc)
-        return exc.exit_code
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         return EXIT_OK
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sandbox":
-        return sandbox.command(args)
+        sandbox_command.serve(args)
+        return EXIT_OK
     if args.command == "demo":
-        return demo.main(args.dir, args.verbose)
+        return EXIT_OK if demo.main(args.dir, args.verbose) else EXIT_FAILED
     if args.command == "init":
         return _init(args)
     if args.command == "status":
         cfg = configuration.load(args.config, need_credentials=False)
-        return status.main(cfg, as_json=args.json)
+        status.show(cfg, as_json=args.json)
+        return EXIT_OK
 
     cfg = configuration.load(args.config)
     if args.command == "check":
@@ -93,19 +122,44 @@ def _dispatch(args: argparse.Namespace) -> int:
         ledger = Ledger(cfg.state.path)
         try:
             if args.command == "run":
-                return service.run(cfg, client, ledger)
+                return _run(cfg, client, ledger)
             if args.command == "upload":
-                files = service.resolve_files(cfg, args.files) if args.files else None
-                return service.upload_once(cfg, client, ledger, files, force=args.force)
+                files = resolve_files(cfg, args.files) if args.files else None
+                return VERDICT_EXIT[service.upload_once(cfg, client, ledger, files, force=args.force).verdict]
             if args.command == "sync":
                 report = mirror.sync(cfg, client, ledger, full=args.full,
                                      progress=_progress if sys.stderr.isatty() else None)
                 if sys.stderr.isatty():
                     sys.stderr.write("\n")
-                return report.exit_code
+                return VERDICT_EXIT[report.verdict]
         finally:
             ledger.close()
     return EXIT_USAGE
+
+
+def _run(cfg: configuration.Config, client: QontoClient, ledger: Ledger) -> int:
+    end = service.run(cfg, client, ledger)
+    if end is service.RunEnd.ABANDONED:  # a worker thread is stuck in a request: do not wait for it
+        logging.shutdown()
+        os._exit(RUN_EXIT[end])
+    return RUN_EXIT[end]
+
+
+def resolve_files(config: configuration.Config, files: list[str]) -> list[Path]:
+    """Files named on the command line must be inside the inbox (they are filed into its done/)."""
+    out = []
+    inbox = config.inbox.path.resolve()
+    for name in files:
+        path = Path(name).absolute()
+        try:
+            path.parent.resolve().relative_to(inbox)
+        except ValueError:
+            raise ConfigError(f"{name} is not inside the inbox {config.inbox.path}: move it there first, "
+                              "or drop it in the inbox and run `qonto-agent upload`.") from None
+        if not path.is_file():
+            raise ConfigError(f"{name} is not a file: give the path of a file inside the inbox.")
+        out.append(config.inbox.path / path.parent.resolve().relative_to(inbox) / path.name)
+    return out
 
 
 def _progress(done: int, total: int) -> None:

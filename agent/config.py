@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from agent.errors import ConfigError
+from agent.base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

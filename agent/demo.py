@@ -15,18 +15,19 @@ from pathlib import Path
 
 from agent import config as configuration
 from agent import mirror, service
-from agent.errors import EXIT_FAILED, EXIT_OK
+from agent.base.verdict import Verdict
 from agent.filing import iter_files
-from agent.qonto import QontoClient
+from agent.qonto.client import QontoClient
 from agent.samples import SAMPLES, invoice_pdf
-from agent.sandbox import Sandbox
+from agent.sandbox.server import Sandbox
 from agent.state import Ledger
 
 ANALYSIS_SECONDS = 1.0  # how long the sandbox takes to "read" an uploaded invoice
 EXISTING = 3  # invoices the sandbox organization already holds before the demo uploads
 
 
-def main(directory: Path | None, verbose: bool = False) -> int:
+def main(directory: Path | None, verbose: bool = False) -> bool:
+    """Run the demo; True when every sample went where it should and the outbox sync completed."""
     workspace = (directory or Path(tempfile.mkdtemp(prefix="qonto-agent-demo-"))).resolve()
     if not verbose:  # the story replaces the log lines; -v shows both
         logging.getLogger("agent").setLevel(logging.ERROR)
@@ -43,7 +44,7 @@ def main(directory: Path | None, verbose: bool = False) -> int:
         with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
             ledger = Ledger(cfg.state.path)
             try:
-                code = service.upload_once(cfg, client, ledger)
+                summary = service.upload_once(cfg, client, ledger)
                 _tell_uploads(cfg, ledger, sandbox)
                 _wait_for_analysis(sandbox)
                 print("4. Qonto analysed the new invoices: supplier, number, amounts and dates are filled in.")
@@ -56,7 +57,7 @@ def main(directory: Path | None, verbose: bool = False) -> int:
     print(f"  refused files:    {cfg.inbox.path / 'error'} (each with a .error.json saying why)")
     print(f"  mirrored outbox:  {cfg.outbox.path} (PDF + JSON per invoice, invoices.csv)")
     print(f"  the agent's view: qonto-agent -c {workspace / 'config.toml'} status")
-    return EXIT_OK if code in (EXIT_OK, EXIT_FAILED) and report.complete else EXIT_FAILED
+    return summary.verdict in (Verdict.DONE, Verdict.FAILED) and report.complete
 
 
 def _workspace(workspace: Path, sandbox: Sandbox) -> configuration.Config:

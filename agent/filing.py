@@ -12,14 +12,14 @@ import errno
 import logging
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from agent import atomic
-from agent.errors import ConfigError
+from agent.base import files as atomic
+from agent.base.files import ProcessLock
+from agent.base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +39,6 @@ class Claim:
         return self.rel.name
 
 
-class FileLock:
-    """An exclusive lock on a file, held while this process lives (the OS drops it on any exit)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self, blocking: bool) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.name == "nt":
-                import msvcrt
-                msvcrt.locking(fd, msvcrt.LK_NBLCK if not blocking else msvcrt.LK_LOCK, 1)
-            else:
-                import fcntl
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 class Filing:
     """The inbox's moving parts: claim folder, done/, error/."""
 
@@ -83,7 +55,7 @@ class Filing:
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.own = self.processing / self.id
         self.own.mkdir()
-        self._lock = FileLock(self.processing / f"{self.id}.lock")
+        self._lock = ProcessLock(self.processing / f"{self.id}.lock")
         self._lock.acquire(blocking=True)
 
     def close(self) -> None:
@@ -130,7 +102,7 @@ class Filing:
         for folder in self.processing.iterdir():
             if not folder.is_dir() or folder == self.own:
                 continue
-            lock = FileLock(self.processing / f"{folder.name}.lock")
+            lock = ProcessLock(self.processing / f"{folder.name}.lock")
             if not lock.acquire(blocking=False):
                 continue  # its process is alive and working on it
             try:
@@ -211,13 +183,6 @@ def _drop_token(claim: Claim, own: Path) -> None:
     """Remove the now-empty claim token folder (`.processing/<id>/<token>/`)."""
     token = own / claim.path.relative_to(own).parts[0]
     shutil.rmtree(token, ignore_errors=True)
-
-
-def iso(ts: float | None) -> str | None:
-    """A wall-clock time as RFC 3339 UTC with a Z, as Qonto writes its own."""
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def iter_files(folder: Path) -> Iterator[Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import config as configuration
-from agent.errors import ConfigError
+from agent.base.errors import ConfigError
 
 SYSTEMD_UNIT = """\
 [Unit]

@@ -35,16 +35,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from agent import atomic
+from agent.base import files as atomic
 from agent.config import Config, parse_timestamp
-from agent.errors import (EXIT_FAILED, EXIT_OK, EXIT_RETRY_LATER, AgentError, ConfigError, CredentialsError,
+from agent.base.errors import (AgentError, ConfigError, CredentialsError,
                           HTMLAnswerError, PermissionDenied)
-from agent.filing import FileLock, iso
-from agent.fingerprint import sha256_file
+from agent.base.files import ProcessLock
+from agent.base.times import iso
+from agent.base.verdict import Verdict
+from agent.base.fingerprint import sha256_file
 from agent.state import Ledger
 
 if TYPE_CHECKING:  # the loop needs only the client's interface, not its module
-    from agent.qonto import QontoClient
+    from agent.qonto.client import QontoClient
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +269,11 @@ class SyncReport:
     permanent_failures: int = 0  # failures Qonto will answer the same way next time (e.g. a 404)
 
     @property
-    def exit_code(self) -> int:
-        """DESIGN.md's exit codes: 0 done, 1 some invoice failed for good, 3 retry later."""
+    def verdict(self) -> Verdict:
+        """Done; some invoice failed for good; or the window is left for the next sync."""
         if self.complete:
-            return EXIT_OK
-        return EXIT_FAILED if self.permanent_failures else EXIT_RETRY_LATER
+            return Verdict.DONE
+        return Verdict.FAILED if self.permanent_failures else Verdict.LATER
 
 
 def rfc3339(moment: datetime) -> str:
@@ -292,7 +294,7 @@ def sync(config: Config, client: QontoClient, ledger: Ledger, *, full: bool = Fa
     by one are counted in the report instead, and keep the cursor where it was.
     """
     config.state.path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(config.state.path.with_name(config.state.path.name + ".sync-lock"))
+    lock = ProcessLock(config.state.path.with_name(config.state.path.name + ".sync-lock"))
     locked = lock.acquire(blocking=False)
     if not locked:
         log.info("another sync of this outbox is running: waiting for it to finish")
@@ -453,7 +455,7 @@ class _Sync:
             with self.lock:
                 self.fatal = self.fatal or exc
         except Exception as exc:  # one invoice's trouble must not stop the others
-            permanent = exc.exit_code == EXIT_FAILED if isinstance(exc, AgentError) else not isinstance(exc, OSError)
+            permanent = exc.permanent if isinstance(exc, AgentError) else not isinstance(exc, OSError)
             with self.lock:
                 self.failed.append(invoice_id)
                 self.permanent += permanent

@@ -7,6 +7,7 @@ thread and syncs the outbox on a schedule; `upload` runs the same loop once over
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -20,11 +21,11 @@ from typing import Callable
 
 from agent import mirror
 from agent.config import Config
-from agent.errors import (EXIT_CREDENTIALS, EXIT_FAILED, EXIT_OK, EXIT_RETRY_LATER, ConfigError,
-                          CredentialsError, PermissionDenied, QontoError)
+from agent.base.errors import CredentialsError, PermissionDenied, QontoError
+from agent.base.verdict import Verdict
 from agent.filing import Filing
 from agent.inbox import Batcher, Ready, Rules, Settler, Watcher
-from agent.qonto import QontoClient
+from agent.qonto.client import QontoClient
 from agent.state import Ledger, Pending
 from agent.uploader import Outcome, Uploader
 
@@ -49,6 +50,31 @@ class Totals:
         self.duplicates += len(outcome.duplicates)
         self.failed += len(outcome.failed)
         self.paused = outcome.paused or self.paused
+
+
+@dataclass(frozen=True)
+class PassSummary:
+    """What one `upload` pass did, and how many files it left waiting for a later pass."""
+
+    totals: Totals
+    waiting: int
+
+    @property
+    def verdict(self) -> Verdict:
+        if isinstance(self.totals.paused, (CredentialsError, PermissionDenied)):
+            return Verdict.CREDENTIALS
+        if self.totals.failed:
+            return Verdict.FAILED
+        return Verdict.LATER if self.waiting else Verdict.DONE
+
+
+class RunEnd(enum.Enum):
+    """Why `run` ended."""
+
+    STOPPED = "stopped"  # a signal asked it to
+    WATCHER_DIED = "watcher died"  # the service manager should start it again
+    CRASHED = "crashed"  # an unexpected error; reported in the log
+    ABANDONED = "abandoned"  # stopped, but a batch in flight did not finish in time
 
 
 class Pipeline:
@@ -192,11 +218,11 @@ class SyncSchedule(threading.Thread):
                 log.exception("outbox sync failed unexpectedly; will try again at the next interval")
 
 
-def run(config: Config, client: QontoClient, ledger: Ledger) -> int:
+def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
     """The agent: watch and upload continuously, sync on a schedule, stop cleanly on SIGINT/SIGTERM."""
     stopping = threading.Event()
     wake = threading.Event()
-    result: dict[str, int] = {}
+    result: dict[str, RunEnd] = {}
 
     def on_signal(signum, _frame) -> None:
         log.info("stopping (%s): finishing the batch in flight", signal.Signals(signum).name)
@@ -215,13 +241,12 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> int:
     worker.join(SHUTDOWN_GRACE_SECONDS)
     if worker.is_alive():
         log.warning("the batch in flight did not finish in time; it is abandoned safely and resumed at next start")
-        logging.shutdown()
-        os._exit(EXIT_OK)
-    return result.get("code", EXIT_OK)
+        return RunEnd.ABANDONED
+    return result.get("end", RunEnd.STOPPED)
 
 
 def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stopping: threading.Event,
-              wake: threading.Event, result: dict[str, int]) -> None:
+              wake: threading.Event, result: dict[str, RunEnd]) -> None:
     watcher = Watcher(config.inbox, wake.set)
     pipeline = Pipeline(config, client, ledger, filing, wake.set)
     sync = SyncSchedule(config, client, ledger, stopping)
@@ -237,7 +262,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
             if not watcher.alive():
                 log.error("the file watcher stopped unexpectedly; exiting so the service manager restarts "
                           "the agent (nothing is lost: files stay in the inbox)")
-                result["code"] = EXIT_RETRY_LATER
+                result["end"] = RunEnd.WATCHER_DIED
                 stopping.set()
                 break
             for path in watcher.drain():
@@ -261,7 +286,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
             wake.clear()
     except Exception:  # noqa: BLE001 - reported, then the process exits non-zero for its supervisor
         log.exception("the agent stopped on an unexpected error; files stay in the inbox")
-        result["code"] = EXIT_FAILED
+        result["end"] = RunEnd.CRASHED
         stopping.set()
     finally:
         watcher.stop()
@@ -271,8 +296,8 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
 
 
 def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list[Path] | None = None,
-                force: bool = False) -> int:
-    """One pass over the inbox (or the given files inside it), then an exit code for cron."""
+                force: bool = False) -> PassSummary:
+    """One pass over the inbox (or the given files inside it): what it did and what it left."""
     filing = Filing(config.inbox.path)
     pipeline = Pipeline(config, client, ledger, filing)
     progress = _Progress() if sys.stderr.isatty() else None
@@ -303,11 +328,7 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
     totals = pipeline.totals
     log.info("upload pass: %d uploaded, %d already uploaded, %d failed (in error/), %d left for later",
              totals.uploaded, totals.duplicates, totals.failed, waiting)
-    if isinstance(totals.paused, (CredentialsError, PermissionDenied)):
-        return EXIT_CREDENTIALS
-    if totals.failed:
-        return EXIT_FAILED
-    return EXIT_RETRY_LATER if waiting else EXIT_OK
+    return PassSummary(totals, waiting)
 
 
 class _Progress:
@@ -321,21 +342,3 @@ class _Progress:
 
     def done(self) -> None:
         sys.stderr.write("\n")
-
-
-def resolve_files(config: Config, files: list[str]) -> list[Path]:
-    """Files named on the command line must be inside the inbox (they are filed into its done/)."""
-    out = []
-    inbox = config.inbox.path.resolve()
-    for name in files:
-        path = Path(name).absolute()
-        try:
-            path.parent.resolve().relative_to(inbox)
-        except ValueError:
-            raise ConfigError(f"{name} is not inside the inbox {config.inbox.path}: move it there first, "
-                              "or drop it in the inbox and run `qonto-agent upload`.") from None
-        if not path.is_file():
-            raise ConfigError(f"{name} is not a file: give the path of a file inside the inbox.")
-        out.append(config.inbox.path / path.parent.resolve().relative_to(inbox) / path.name)
-    return out
-

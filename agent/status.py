@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime
 from typing import Any
 
 from agent.config import Config
-from agent.errors import EXIT_OK
-from agent.filing import iso, iter_files
+
+from agent.base import times
+from agent.base.times import iso
+from agent.filing import iter_files
 from agent.inbox import Rules, choose_mode
 from agent.state import Ledger
 
@@ -110,7 +111,10 @@ def render(data: dict[str, Any]) -> str:
 def _ago(stamp: str | None) -> str:
     if not stamp:
         return "?"
-    seconds = time.time() - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    moment = times.parse(stamp)
+    if moment is None:
+        return "?"
+    seconds = time.time() - moment.timestamp()
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -118,8 +122,8 @@ def _ago(stamp: str | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def main(config: Config, *, as_json: bool) -> int:
+def show(config: Config, *, as_json: bool) -> None:
+    """Print the status page, or its JSON."""
     data = gather(config)
     print(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data))
-    return EXIT_OK
 

@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.config import Config
-from agent.errors import (CredentialsError, HTMLAnswerError, PermissionDenied, QontoError,
+from agent.base.errors import (CredentialsError, HTMLAnswerError, PermissionDenied, QontoError,
                           RequestRejected)
-from agent.filing import Claim, Filing, iso
-from agent.fingerprint import forced_key, idempotency_key, sha256_file
+from agent.base.times import iso
+from agent.filing import Claim, Filing
+from agent.base.fingerprint import forced_key, idempotency_key, sha256_file
 from agent.inbox import Ready, Refused
-from agent.qonto import QontoClient, UploadItem
+from agent.qonto.client import QontoClient, UploadItem
 from agent.state import Ledger, Upload
 
 log = logging.getLogger(__name__)

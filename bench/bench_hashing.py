@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import today, verdict  # noqa: E402
 
-from agent.fingerprint import CHUNK, sha256_file  # noqa: E402
+from agent.base.fingerprint import CHUNK, sha256_file  # noqa: E402
 
 TARGET = 0.80
 MiB = 1 << 20

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (Agent, cpu_seconds, thread_cpu_seconds, today, unique_pdf, verdict,  # noqa: E402
                      wait_for, write_config)
 
-from agent.sandbox import Sandbox  # noqa: E402
+from agent.sandbox.server import Sandbox  # noqa: E402
 
 TARGET_CPU = 0.5
 SETTLE_AFTER_SYNC = 3.0

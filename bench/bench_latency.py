@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Agent, percentile, today, unique_pdf, verdict, wait_for, write_config  # noqa: E402
 
-from agent.fingerprint import idempotency_key  # noqa: E402
-from agent.sandbox import Sandbox  # noqa: E402
+from agent.base.fingerprint import idempotency_key  # noqa: E402
+from agent.sandbox.server import Sandbox  # noqa: E402
 
 SETTLE = 1.0
 DEBOUNCE = 0.5

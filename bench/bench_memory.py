@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (Agent, count_pdfs, proc_status_kb, today, unique_pdf, verdict,  # noqa: E402
                      wait_for, write_config)
 
-from agent.sandbox import Sandbox  # noqa: E402
+from agent.sandbox.server import Sandbox  # noqa: E402
 
 BULK = "/v2/supplier_invoices/bulk"
 TARGET_MB = 100.0

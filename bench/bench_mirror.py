@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import config as configuration  # noqa: E402
 from agent import mirror  # noqa: E402
-from agent.qonto import QontoClient  # noqa: E402
-from agent.ratelimit import RateLimiter  # noqa: E402
-from agent.sandbox import Faults, Sandbox  # noqa: E402
+from agent.qonto.client import QontoClient  # noqa: E402
+from agent.qonto.ratelimit import RateLimiter  # noqa: E402
+from agent.sandbox.server import Faults, Sandbox  # noqa: E402
 from agent.state import Ledger  # noqa: E402
 
 WINDOW_SECONDS = 10.0

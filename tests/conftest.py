@@ -14,7 +14,7 @@ import pytest
 import tomli_w
 
 from agent.samples import page_pdf
-from agent.sandbox import Sandbox
+from agent.sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from agent import config as configuration
-from agent.errors import ConfigError
+from agent.base.errors import ConfigError
 
 CREDS = {"qonto": {"login": "acme", "secret_key": "s3cret-value"}}
 

@@ -3,7 +3,7 @@
 import hashlib
 import io
 
-from agent.fingerprint import NAMESPACE, idempotency_key, sha256_file, sha256_stream
+from agent.base.fingerprint import NAMESPACE, idempotency_key, sha256_file, sha256_stream
 
 
 def test_key_is_pinned_for_all_versions():

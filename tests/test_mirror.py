@@ -20,11 +20,11 @@ from typing import Any, Callable
 import pytest
 
 from agent import config as configuration
-from agent import mirror
-from agent.errors import CredentialsError, TransientError
+from agent import cli, mirror
+from agent.base.errors import CredentialsError, TransientError
 from agent.mirror import Outbox, SyncReport, attachment_ext, invoice_stem, safe_component
-from agent.qonto import QontoClient, retry_policy
-from agent.sandbox import Sandbox
+from agent.qonto.client import QontoClient, retry_policy
+from agent.sandbox.server import Sandbox
 from agent.state import Ledger
 from conftest import make_config, wait_for
 
@@ -252,7 +252,7 @@ def test_first_sync_mirrors_every_invoice(env: Env, sandbox: Sandbox) -> None:
     with_attachment = sum(1 for invoice in sandbox.invoices() if invoice["attachment_id"])
     assert 200 <= with_attachment < 250
     assert (report.listed, report.written, report.downloaded, report.failed) == (250, 250, with_attachment, 0)
-    assert report.complete and report.exit_code == 0
+    assert report.complete and cli.VERDICT_EXIT[report.verdict] == 0
     assert_outbox_complete(env.outbox, sandbox)
     assert env.cursor() == report.cursor and env.ledger.get(mirror.LAST_SYNC_KEY)
     assert env.ledger.mirror_count() == 250
@@ -408,7 +408,7 @@ def test_thirty_percent_of_requests_failing(make_env: Callable[..., Env], sandbo
         assert_cursor_covers_written(env, sandbox)
         if report.failed:
             assert not report.complete and report.cursor is None and env.cursor() is None
-            assert report.exit_code == 3
+            assert cli.VERDICT_EXIT[report.verdict] == 3
         if report.complete:
             break
     assert isinstance(outcomes[-1], SyncReport) and outcomes[-1].complete, outcomes
@@ -433,7 +433,7 @@ def test_one_failing_invoice_keeps_the_cursor_but_not_the_others(env: Env, sandb
 
     env.client.download_attachment = flaky  # type: ignore[method-assign]
     report = env.sync()
-    assert (report.failed, report.written, report.complete, report.exit_code) == (3, 37, False, 3)
+    assert (report.failed, report.written, report.complete, cli.VERDICT_EXIT[report.verdict]) == (3, 37, False, 3)
     assert env.cursor() is None and report.cursor is None
     assert len(read_csv(env.outbox)) == 37
     assert not [n for n in os.listdir(env.outbox) if n.startswith(".")]
@@ -595,7 +595,7 @@ def test_cancel_stops_early_and_keeps_the_cursor(env: Env, sandbox: Sandbox) -> 
     sandbox.seed(100)
     cancel = threading.Event()
     report = env.sync(progress=lambda done, total: done >= 10 and cancel.set(), cancel=cancel)
-    assert not report.complete and env.cursor() is None and report.exit_code == 3
+    assert not report.complete and env.cursor() is None and cli.VERDICT_EXIT[report.verdict] == 3
     report = env.sync()
     assert report.complete
     assert_outbox_complete(env.outbox, sandbox)

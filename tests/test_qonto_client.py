@@ -29,7 +29,8 @@ import requests
 import responses
 
 from agent.config import QontoConfig
-from agent.errors import (
+from agent import cli
+from agent.base.errors import (
     AttachmentURLExpired,
     CredentialsError,
     HTMLAnswerError,
@@ -39,7 +40,7 @@ from agent.errors import (
     RequestRejected,
     TransientError,
 )
-from agent.qonto import (
+from agent.qonto.client import (
     FRESH_LINK_TRIES,
     QontoClient,
     UploadItem,
@@ -48,7 +49,7 @@ from agent.qonto import (
     _rfc3339,
     retry_policy,
 )
-from agent.ratelimit import RateLimiter
+from agent.qonto.ratelimit import RateLimiter
 
 ROOT = "https://api.qonto.test"
 TOKEN_URL = "https://oauth.qonto.test/oauth2/token"
@@ -278,7 +279,7 @@ def test_429_that_outlasts_the_retries_is_rate_limited_with_retry_after(server):
         with pytest.raises(RateLimited) as caught:
             c.get_organization()
     assert caught.value.retry_after == pytest.approx(0.05)
-    assert caught.value.exit_code == 3
+    assert cli.exit_code_for(caught.value) == 3
 
 
 @pytest.mark.parametrize("value, seconds", [
@@ -318,7 +319,7 @@ def test_401_is_not_retried_and_starts_the_brake(rsps, client):
     with pytest.raises(CredentialsError) as first:
         client.get_organization()
     assert "`[qonto] secret_key`" in str(first.value) and "QONTO_SECRET_KEY" in str(first.value)
-    assert first.value.exit_code == 4
+    assert cli.exit_code_for(first.value) == 4
     assert len(rsps.calls) == 1
 
     started = time.monotonic()
@@ -416,7 +417,7 @@ def test_a_web_page_instead_of_the_api_is_a_configuration_error(rsps, client, an
     assert f"the server at {ROOT} answered with" in message
     assert "`[qonto] base_url`" in message and "`[qonto] staging_token`" in message
     assert "QONTO_STAGING_TOKEN" in message
-    assert caught.value.exit_code == 2
+    assert cli.exit_code_for(caught.value) == 2
     assert len(rsps.calls) == 1  # a redirect is not followed
 
 

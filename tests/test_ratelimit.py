@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agent.ratelimit import RateLimiter
+from agent.qonto.ratelimit import RateLimiter
 
 
 class FakeClock:

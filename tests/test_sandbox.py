@@ -19,8 +19,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from agent import sandbox as sandbox_module
-from agent.sandbox import Faults, Sandbox
+from agent.sandbox import server as sandbox_module
+from agent.sandbox.server import Faults, Sandbox
 from conftest import REPO, pdf_bytes, wait_for
 
 API_KEY = {"Authorization": "sandbox-org:sandbox-secret-key"}
@@ -619,9 +619,9 @@ def test_stop_closes_open_connections_and_start_serves_the_same_data_again(sb: S
 
 def test_command_serves_until_sigterm() -> None:
     code = (
-        "import argparse, sys; from agent import sandbox\n"
-        "p = argparse.ArgumentParser(); sandbox.add_arguments(p)\n"
-        "sys.exit(sandbox.command(p.parse_args(sys.argv[1:])))\n"
+        "import argparse, sys; from agent.sandbox import command\n"
+        "p = argparse.ArgumentParser(); command.add_arguments(p)\n"
+        "command.serve(p.parse_args(sys.argv[1:]))\n"
     )
     argv = [sys.executable, "-c", code, "--port", "0", "--seed-invoices", "3", "--login", "me", "--secret-key", "s3"]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

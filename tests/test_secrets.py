@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import make_config, run_agent, wait_for, write_pdf
 
-from agent.sandbox import Sandbox
+from agent.sandbox.server import Sandbox
 
 SECRET = "PLANTED-SECRET-6a1f93"
 STAGING = "PLANTED-STAGING-77c2e4"

@@ -36,9 +36,9 @@ from urllib3.filepost import encode_multipart_formdata
 from urllib3.util import Retry
 
 from agent import __version__
-from agent import atomic
+from agent.base import files as atomic
 from agent.config import MAX_BATCH, QontoConfig, check_credentials
-from agent.errors import (
+from agent.base.errors import (
     AttachmentURLExpired,
     CredentialsError,
     HTMLAnswerError,
@@ -47,7 +47,7 @@ from agent.errors import (
     RequestRejected,
     TransientError,
 )
-from agent.ratelimit import RateLimiter
+from agent.qonto.ratelimit import RateLimiter
 
 log = logging.getLogger("agent.qonto")
 

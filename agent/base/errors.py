@@ -1,28 +1,26 @@
 """One exception hierarchy that callers can act on.
 
-Every message is a sentence a person can act on, and never contains a secret. Each class carries
-the process exit code of DESIGN.md so the command line maps errors to exit codes in one place.
+Every message is a sentence a person can act on, and never contains a secret. An error says what
+kind of trouble it is (`permanent`: trying again unchanged gives the same answer); only the
+command line turns errors into exit codes.
 """
 
 from __future__ import annotations
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # some files or invoices failed permanently
-EXIT_USAGE = 2  # usage or configuration error
-EXIT_RETRY_LATER = 3  # transient trouble: nothing lost, run again later
-EXIT_CREDENTIALS = 4  # credentials refused
 
 
 class AgentError(Exception):
     """Base of every error qonto-agent raises on purpose."""
 
-    exit_code = EXIT_FAILED
+    permanent = True  # the same request, sent again unchanged, fails the same way
+
+    @property
+    def retryable(self) -> bool:
+        """True when trying again later, with nothing changed, may succeed."""
+        return not self.permanent
 
 
 class ConfigError(AgentError):
-    """The configuration (file, environment, flags) cannot be used as it is."""
-
-    exit_code = EXIT_USAGE
+    """The configuration (file, environment, flags) or a local folder cannot be used as it is."""
 
 
 class QontoError(AgentError):
@@ -32,7 +30,7 @@ class QontoError(AgentError):
     support asks for the trace id, so it is part of the message.
     """
 
-    exit_code = EXIT_RETRY_LATER
+    permanent = False
 
     def __init__(
         self,
@@ -64,28 +62,31 @@ class RateLimited(TransientError):
         self.retry_after = retry_after
 
 
-class CredentialsError(QontoError):
+class NeedsPerson(QontoError):
+    """Qonto refused us in a way only a person can fix (credentials, permissions, a wrong address).
+
+    Retrying unchanged does not help, but nothing is wrong with the files: they wait.
+    """
+
+    permanent = True
+
+
+class CredentialsError(NeedsPerson):
     """401: the credentials were refused. Retrying with the same ones only gets us throttled."""
 
-    exit_code = EXIT_CREDENTIALS
 
-
-class PermissionDenied(QontoError):
+class PermissionDenied(NeedsPerson):
     """403: the credentials are valid but lack a permission or OAuth scope."""
 
-    exit_code = EXIT_CREDENTIALS
 
-
-class HTMLAnswerError(QontoError):
+class HTMLAnswerError(NeedsPerson):
     """The API answered with an HTML page: a wrong base_url or a missing sandbox staging token."""
-
-    exit_code = EXIT_USAGE
 
 
 class RequestRejected(QontoError):
     """400/404/422: Qonto understood the request and refused it as a whole; retrying will not help."""
 
-    exit_code = EXIT_FAILED
+    permanent = True
 
 
 class AttachmentURLExpired(QontoError):
