@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, initialize, mirror, service, status
+from agent import __version__, demo, initialize, service, status
+from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
 from agent.base.errors import (AgentError, ConfigError, CredentialsError, HTMLAnswerError, PermissionDenied,
@@ -17,7 +18,7 @@ from agent.base.errors import (AgentError, ConfigError, CredentialsError, HTMLAn
 from agent.base.verdict import Verdict
 from agent.qonto.client import QontoClient
 from agent.sandbox import command as sandbox_command
-from agent.state import Ledger
+from agent.state.ledger import Ledger
 
 log = logging.getLogger("agent")
 

@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 import tomli_w
 
 from agent.base.errors import ConfigError
+from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 20  # Qonto's limit of invoices per bulk request
 MAX_CONCURRENCY = 8  # attachment downloads at once; the client's connection pool holds 10
 
 # Environment variables that override the file, by the key they override.
@@ -61,7 +61,7 @@ class QontoConfig:
     timeout_seconds: float = 30.0
     max_requests_per_10s: int = 900  # Qonto allows 1,000 per 10 s per IP: keep a margin
     max_requests_per_10min: int = 9000  # ... and 10,000 per 10 min
-    idempotency_window_seconds: float = 1800.0  # how long Qonto remembers an idempotency key
+    idempotency_window_seconds: float = KEY_WINDOW_SECONDS
 
     @property
     def api_root(self) -> str:
@@ -94,7 +94,7 @@ class InboxConfig:
     settle_seconds: float = 5.0
     debounce_seconds: float = 2.0
     max_wait_seconds: float = 30.0
-    batch_size: int = MAX_BATCH
+    batch_size: int = MAX_ITEMS
     incomplete_after_seconds: float = 3600.0  # a PDF still missing its %%EOF goes to error/ then
 
 
@@ -214,10 +214,10 @@ def from_mapping(
     _check_base_url(q.base_url, "base_url")
     if q.auth_mode == "oauth" or q.client_id:
         _check_base_url(q.token_url, "token_url")
-    if not 1 <= inbox.batch_size <= MAX_BATCH:
+    if not 1 <= inbox.batch_size <= MAX_ITEMS:
         raise ConfigError(
-            f"`[inbox] batch_size` is {inbox.batch_size}: Qonto takes 1 to {MAX_BATCH} invoices "
-            f"per request, so set it between 1 and {MAX_BATCH}."
+            f"`[inbox] batch_size` is {inbox.batch_size}: Qonto takes 1 to {MAX_ITEMS} invoices "
+            f"per request, so set it between 1 and {MAX_ITEMS}."
         )
     if not inbox.patterns:
         raise ConfigError('`[inbox] patterns` is empty: list at least one, e.g. ["*.pdf"].')

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 from agent import config as configuration
-from agent import mirror, service
+from agent import service
+from agent.outbox import sync as mirror
 from agent.base.verdict import Verdict
-from agent.filing import iter_files
+from agent.inbox.filing import iter_files
 from agent.qonto.client import QontoClient
 from agent.samples import SAMPLES, invoice_pdf
 from agent.sandbox.server import Sandbox
-from agent.state import Ledger
+from agent.state.ledger import Ledger
 
 ANALYSIS_SECONDS = 1.0  # how long the sandbox takes to "read" an uploaded invoice
 EXISTING = 3  # invoices the sandbox organization already holds before the demo uploads

@@ -14,9 +14,9 @@ from agent.config import Config
 
 from agent.base import times
 from agent.base.times import iso
-from agent.filing import iter_files
-from agent.inbox import Rules, choose_mode
-from agent.state import Ledger
+from agent.inbox.filing import iter_files
+from agent.inbox.rules import Rules, choose_mode
+from agent.state.ledger import Ledger
 
 ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean it is gone
 

@@ -2,7 +2,7 @@
 
 Both read the same invoices from a local sandbox whose every answer is delayed (50 ms by default,
 roughly a round trip to Qonto): the baseline lists every page, then fetches each attachment and
-downloads it one after the other; the mirror is `agent.mirror.sync` as `qonto-agent sync` runs it.
+downloads it one after the other; the mirror is `agent.outbox.sync.sync` as `qonto-agent sync` runs it.
 The sandbox runs in its own process, as Qonto would be on its own machines, so that its work does
 not compete with the client's for one interpreter.
 
@@ -32,11 +32,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import config as configuration  # noqa: E402
-from agent import mirror  # noqa: E402
+from agent.outbox import sync as mirror  # noqa: E402
 from agent.qonto.client import QontoClient  # noqa: E402
 from agent.qonto.ratelimit import RateLimiter  # noqa: E402
 from agent.sandbox.server import Faults, Sandbox  # noqa: E402
-from agent.state import Ledger  # noqa: E402
+from agent.state.ledger import Ledger  # noqa: E402
 
 WINDOW_SECONDS = 10.0
 REQUIRED_SPEED_UP = 3.0

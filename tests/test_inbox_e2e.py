@@ -12,7 +12,7 @@ import pytest
 from conftest import make_config, pdf_bytes, run_agent, wait_for, write_pdf
 
 from agent.base.fingerprint import idempotency_key, sha256_file
-from agent.inbox import MAX_REQUEST_BYTES
+from agent.qonto.limits import REQUEST_BUDGET_BYTES as MAX_REQUEST_BYTES
 from agent.sandbox.server import Faults, Sandbox
 
 BULK = "/v2/supplier_invoices/bulk"
@@ -224,7 +224,7 @@ def test_unanswered_attempt_older_than_the_key_window_is_reconciled(tmp_path):
     """A crash after Qonto created the invoice but before we heard: adopt it, do not make a twin."""
     from agent.config import load
     from agent.qonto.client import QontoClient, UploadItem
-    from agent.state import Ledger
+    from agent.state.ledger import Ledger
 
     with Sandbox(key_window_seconds=0.5, analysis_delay_seconds=0.2) as sandbox:
         config_path = make_config(tmp_path, sandbox, qonto={"idempotency_window_seconds": 0.5})

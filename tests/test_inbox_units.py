@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import pdf_bytes, wait_for
 
-from agent.filing import Filing
-from agent.inbox import MAX_REQUEST_BYTES, Batcher, Ready, Rules, Settler, is_ignored_name
+from agent.inbox.filing import Filing
+from agent.inbox.batch import Batcher
+from agent.inbox.rules import Rules, is_ignored_name
+from agent.inbox.settle import Ready, Settler
+from agent.qonto.limits import REQUEST_BUDGET_BYTES as MAX_REQUEST_BYTES
 
 
 @pytest.mark.parametrize("name", [

@@ -20,12 +20,15 @@ from typing import Any, Callable
 import pytest
 
 from agent import config as configuration
-from agent import cli, mirror
+from agent import cli
+from agent.outbox import sync as mirror
 from agent.base.errors import CredentialsError, TransientError
-from agent.mirror import Outbox, SyncReport, attachment_ext, invoice_stem, safe_component
+from agent.outbox.folder import Outbox
+from agent.outbox.names import attachment_ext, invoice_stem, safe_component
+from agent.outbox.sync import SyncReport
 from agent.qonto.client import QontoClient, retry_policy
 from agent.sandbox.server import Sandbox
-from agent.state import Ledger
+from agent.state.ledger import Ledger
 from conftest import make_config, wait_for
 
 INVOICE_ID = "7f1c0a52-3b7e-4f7e-9a4e-1d2c3b4a5f60"

@@ -1,6 +1,6 @@
 """The ledger: attempts, outcomes, pending files and small facts, shared by processes."""
 
-from agent.state import Ledger, Pending
+from agent.state.ledger import Ledger, Pending
 
 
 def test_attempts_keep_their_first_time_until_the_content_settles(tmp_path):

@@ -37,7 +37,8 @@ from urllib3.util import Retry
 
 from agent import __version__
 from agent.base import files as atomic
-from agent.config import MAX_BATCH, QontoConfig, check_credentials
+from agent.config import QontoConfig, check_credentials
+from agent.qonto.limits import MAX_ITEMS as MAX_BATCH
 from agent.base.errors import (
     AttachmentURLExpired,
     CredentialsError,

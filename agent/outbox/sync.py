@@ -18,32 +18,25 @@ instead of downloading it again.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import logging
-import os
-import re
-import stat
 import threading
 import time
-import unicodedata
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from agent.base import files as atomic
-from agent.config import Config, parse_timestamp
-from agent.base.errors import (AgentError, ConfigError, CredentialsError,
-                          HTMLAnswerError, PermissionDenied)
+from agent.base.errors import AgentError, ConfigError, CredentialsError, HTMLAnswerError, PermissionDenied
 from agent.base.files import ProcessLock
-from agent.base.times import iso
-from agent.base.verdict import Verdict
 from agent.base.fingerprint import sha256_file
-from agent.state import Ledger
+from agent.base.times import iso, rfc3339_ms as rfc3339
+from agent.base.verdict import Verdict
+from agent.config import Config, parse_timestamp
+from agent.outbox.folder import Outbox
+from agent.outbox.index import CSV_NAME, csv_row, write_index
+from agent.outbox.names import attachment_ext, invoice_stem, strip_urls
+from agent.state.ledger import Ledger
 
 if TYPE_CHECKING:  # the loop needs only the client's interface, not its module
     from agent.qonto.client import QontoClient
@@ -53,204 +46,11 @@ log = logging.getLogger(__name__)
 OVERLAP = timedelta(minutes=5)  # re-list a little of the last window: clock skew, inclusive bounds
 CURSOR_KEY = "sync_cursor"
 LAST_SYNC_KEY = "last_sync_at"
-CSV_NAME = "invoices.csv"
-CSV_FIELDS = ("id", "status", "supplier_name", "invoice_number", "issue_date", "due_date",
-              "total_amount", "currency", "file", "updated_at")
-MAX_STEM_BYTES = 150
 MAX_LISTINGS = 3  # passes over one window when the list changes under our feet while paging
 # Errors that make every further request pointless: stop the sync at once.
 FATAL = (CredentialsError, PermissionDenied, HTMLAnswerError, ConfigError)
 
 ProgressFn = Callable[[int, int], None]
-
-
-# --- names --------------------------------------------------------------------------------------
-
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
-_UNSAFE = re.compile(r"[^\w.\-]+")  # anything but letters, digits, `_`, `-` and `.`
-_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_EXT_OK = re.compile(r"[a-z0-9]{1,8}")
-CONTENT_TYPE_EXT = {
-    "application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg",
-    "image/gif": "gif", "image/webp": "webp", "image/tiff": "tiff", "image/heic": "heic",
-    "application/xml": "xml", "text/xml": "xml",
-}
-DOCUMENT_EXTS = frozenset({*CONTENT_TYPE_EXT.values(), "jpeg", "tif", "txt", "csv", "odt", "ods", "docx", "xlsx"})
-
-
-def safe_component(text: str) -> str:
-    """A readable fragment of an untrusted string that is harmless in any file name on any OS.
-
-    Keeps letters and digits of every script (NFC-normalised), turns everything else (path
-    separators, control characters, spaces, Windows-forbidden marks) into single dashes, and
-    leaves no `..`, no leading or trailing dot, dash or underscore. May return "".
-    """
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(" " if unicodedata.category(ch).startswith(("C", "Z")) else ch for ch in text)
-    text = _UNSAFE.sub("-", text)
-    text = re.sub(r"[-.]*\.[-.]*", ".", text)  # no `..`, no `-.` litter
-    text = re.sub(r"-{2,}", "-", text)
-    text = re.sub(r"_{2,}", "_", text)
-    return text.strip(".-_ ")
-
-
-def _cut_bytes(text: str, limit: int) -> str:
-    """The longest prefix of `text` that is at most `limit` bytes in UTF-8 (whole characters)."""
-    return text.encode("utf-8")[: max(0, limit)].decode("utf-8", errors="ignore")
-
-
-def _id_part(invoice_id: str) -> str:
-    """The invoice id as it is when it is a plain id (UUIDs are); otherwise a safe, unique form."""
-    if _ID_OK.fullmatch(invoice_id):
-        return invoice_id
-    digest = hashlib.sha256(invoice_id.encode("utf-8")).hexdigest()[:16]
-    return f"{_cut_bytes(safe_component(invoice_id), 40).rstrip('.-_')}-{digest}".lstrip("-")
-
-
-def invoice_stem(invoice: Mapping[str, Any]) -> str:
-    """`<created date>_<supplier file name without extension>_<invoice id>`, at most 150 bytes.
-
-    The creation date and the file name never change once Qonto has the invoice, so the stem is
-    stable even before the ledger remembers it (after a crash); the full id makes it unique.
-    Only the file-name part is shortened when the whole would be too long.
-    """
-    id_part = _id_part(str(invoice.get("id") or ""))
-    created = str(invoice.get("created_at") or "")[:10]
-    date = created if _DATE.fullmatch(created) else ""
-    base = _basename(invoice.get("file_name"))
-    head, dot, ext = base.rpartition(".")
-    if dot and head.strip(".") and _EXT_OK.fullmatch(ext.lower()):
-        base = head
-    # One byte is kept for the `_` that shields a stem Windows would take for a device.
-    budget = MAX_STEM_BYTES - 1 - len(id_part) - 1 - (len(date) + 1 if date else 0)
-    name = _cut_bytes(safe_component(base), budget).rstrip(".-_")
-    stem = "_".join(part for part in (date, name, id_part) if part)
-    return f"_{stem}" if _reserved(stem) else stem  # no date and "CON.x", or a bare id "CON"
-
-
-def _basename(file_name: Any) -> str:
-    """The last part of a name that may hold `/` or `\\` (an uploader's path, or an attack)."""
-    return re.split(r"[/\\]", str(file_name or ""))[-1]
-
-
-def _reserved(name: str) -> bool:
-    """Windows takes `CON`, `nul.txt`, `COM1.anything` for devices, whatever follows the first dot."""
-    return name.split(".")[0].upper() in _WINDOWS_RESERVED
-
-
-def attachment_ext(attachment: Mapping[str, Any]) -> str:
-    """The extension for an attachment file: from its content type, else its name, else `pdf`.
-
-    Only document and image extensions pass: anything else (`exe`, `lnk`, `json`, which would
-    collide with `<stem>.json`) becomes `bin`, so no outbox file opens as a program on a click.
-    """
-    content_type = str(attachment.get("file_content_type") or "").split(";")[0].strip().lower()
-    if content_type in CONTENT_TYPE_EXT:
-        return CONTENT_TYPE_EXT[content_type]
-    name = _basename(attachment.get("file_name"))
-    if "." not in name.strip("."):
-        return "pdf"  # what Qonto stores when it says nothing
-    suffix = name.rpartition(".")[2].lower()
-    return suffix if suffix in DOCUMENT_EXTS else "bin"
-
-
-def csv_row(invoice: Mapping[str, Any], file: str | None) -> dict[str, str]:
-    """The invoice's line in invoices.csv (values as Qonto sent them; missing ones empty)."""
-    amount = invoice.get("total_amount")
-    value, currency = (amount.get("value"), amount.get("currency")) if isinstance(amount, dict) else (amount, None)
-    row = {key: invoice.get(key) for key in CSV_FIELDS}
-    row.update(total_amount=value, currency=currency, file=file)
-    return {key: "" if row[key] is None else str(row[key]) for key in CSV_FIELDS}
-
-
-def strip_urls(obj: Any) -> Any:
-    """The attachment object without its pre-signed `url`s (they expire, and they are bearer links).
-
-    `probative_attachment` carries one too, hence the recursion.
-    """
-    if isinstance(obj, dict):
-        return {k: strip_urls(v) for k, v in obj.items() if k != "url"}
-    if isinstance(obj, list):
-        return [strip_urls(v) for v in obj]
-    return obj
-
-
-# --- the folder ---------------------------------------------------------------------------------
-
-
-
-class Outbox:
-    """The outbox folder: atomic writes only, and only directly inside it.
-
-    A temporary is `.<name>.tmp-<random>`: a dot-name that globs like `*.pdf` or `*.json` never
-    match, in the same folder so the final rename is atomic.
-    """
-
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = root.resolve()
-
-    def path(self, name: str) -> Path:
-        """The path of `name` in the outbox; refuses anything that would land elsewhere.
-
-        Symlinks planted in the outbox are not followed: files are replaced by rename (which
-        replaces a link, never writes through it) and measured with lstat.
-        """
-        path = self.root / name
-        if (not name or name.startswith(".") or any(ch in name for ch in "/\\:\0")
-                or path.parent != self.root or Path(os.path.abspath(path)).parent != self.root):
-            raise ValueError(f"refusing to write {name!r}: it would not be a plain file inside the outbox")
-        return path
-
-    def temp_path(self, name: str) -> Path:
-        return atomic.temp_for(self.path(name))
-
-    def size(self, name: str) -> int | None:
-        """The size of a complete file in the outbox, or None when there is none."""
-        try:
-            info = self.path(name).lstat()
-        except FileNotFoundError:
-            return None
-        return info.st_size if stat.S_ISREG(info.st_mode) else None
-
-    def exists(self, name: str) -> bool:
-        return self.size(name) is not None
-
-    def commit(self, temp: Path, name: str) -> None:
-        atomic.commit(temp, self.path(name))
-
-    def write_bytes(self, name: str, data: bytes) -> None:
-        atomic.write_bytes(self.path(name), data)
-
-    def write_json(self, name: str, data: Any) -> None:
-        atomic.write_json(self.path(name), data)
-
-    def write_csv(self, name: str, fields: tuple[str, ...], rows: list[Mapping[str, str]]) -> None:
-        buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        self.write_bytes(name, buffer.getvalue().encode("utf-8"))
-
-    def remove(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
-
-    def clean_temporaries(self) -> int:
-        """Delete what an interrupted sync left half-written (only our own temporary names)."""
-        removed = 0
-        for entry in os.scandir(self.root):
-            if atomic.TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                Path(entry.path).unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    def flush(self) -> None:
-        """Make the renames durable before the ledger calls the window done."""
-        atomic.fsync_dir(self.root)
-
-
-# --- the loop -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -275,11 +75,6 @@ class SyncReport:
             return Verdict.DONE
         return Verdict.FAILED if self.permanent_failures else Verdict.LATER
 
-
-def rfc3339(moment: datetime) -> str:
-    """`2026-03-14T10:00:00.123Z`: UTC with milliseconds, the form Qonto writes timestamps in."""
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def sync(config: Config, client: QontoClient, ledger: Ledger, *, full: bool = False,
@@ -357,7 +152,7 @@ class _Sync:
         finally:
             self._drain()
             if self.written or not self.outbox.exists(CSV_NAME):
-                self._write_index()
+                write_index(self.outbox, self.ledger)
         if self.fatal is not None:
             raise self.fatal
         complete = settled and not self.failed and not self._stopping()
@@ -546,13 +341,10 @@ class _Sync:
         """Wait for every queued invoice; the pool is shut down either way."""
         self.pool.shutdown(wait=True)
 
-    def _write_index(self) -> None:
-        rows = [entry["row"] for entry in self.ledger.mirror_entries()]
-        self.outbox.write_csv(CSV_NAME, CSV_FIELDS, rows)
-
     def _tick(self) -> None:
         with self.lock:
             self.done += 1
             self.total = max(self.total, self.done)
             if self.progress is not None:
                 self.progress(self.done, self.total)
+

@@ -19,11 +19,11 @@ from agent.config import Config
 from agent.base.errors import (CredentialsError, HTMLAnswerError, PermissionDenied, QontoError,
                           RequestRejected)
 from agent.base.times import iso
-from agent.filing import Claim, Filing
+from agent.inbox.filing import Claim, Filing
 from agent.base.fingerprint import forced_key, idempotency_key, sha256_file
-from agent.inbox import Ready, Refused
+from agent.inbox.settle import Ready, Refused
 from agent.qonto.client import QontoClient, UploadItem
-from agent.state import Ledger, Upload
+from agent.state.ledger import Ledger, Upload
 
 log = logging.getLogger(__name__)
 

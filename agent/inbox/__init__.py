@@ -1,0 +1,1 @@
+"""The inbox flow: watch → settle → batch → upload → file away."""

@@ -1,0 +1,151 @@
+"""The inbox pipeline: settle → batch → upload → file away, one tick at a time.
+
+It knows nothing of signals, schedules or exit codes: `service` drives it for `run` and `upload`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from agent.base.errors import QontoError
+from agent.config import Config
+from agent.inbox.batch import Batcher
+from agent.inbox.filing import Filing
+from agent.inbox.rules import Rules
+from agent.inbox.settle import Ready, Settler
+from agent.inbox.uploader import Outcome, Uploader
+from agent.qonto.client import QontoClient
+from agent.state.ledger import Ledger, Pending
+
+log = logging.getLogger(__name__)
+
+PAUSE_SECONDS = 60.0  # uploads wait this long after a 403 or a web page instead of the API
+UPLOADS_IN_FLIGHT = 2  # one batch's round trip overlaps the next one's, within Qonto's rate limits
+
+
+@dataclass
+class Totals:
+    uploaded: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    paused: QontoError | None = None
+
+    def add(self, outcome: Outcome) -> None:
+        self.uploaded += len(outcome.uploaded)
+        self.duplicates += len(outcome.duplicates)
+        self.failed += len(outcome.failed)
+        self.paused = outcome.paused or self.paused
+
+
+class Pipeline:
+    """settle → batch → upload → file away, one tick at a time; knows nothing of signals.
+
+    Up to UPLOADS_IN_FLIGHT batches travel at once, so one batch's round trip overlaps the next
+    one's; their outcomes are applied here, on the caller's thread, where the settler lives.
+    """
+
+    def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing,
+                 wake: Callable[[], None] | None = None) -> None:
+        cfg = config.inbox
+        self.config = config
+        self.ledger = ledger
+        self.filing = filing
+        self.rules = Rules(cfg.path, cfg.patterns, cfg.recursive)
+        self.settler = Settler(cfg.settle_seconds, cfg.incomplete_after_seconds)
+        self.batcher = Batcher(cfg.batch_size, cfg.debounce_seconds, cfg.max_wait_seconds)
+        self.client = client
+        self.uploader = Uploader(config, client, ledger, filing)
+        self.totals = Totals()
+        self.forced: set[Path] = set()
+        self._pause_until = 0.0
+        self._pending_written: list[tuple[str, str]] | None = None
+        self._wake = wake
+        self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload")
+        self._in_flight: dict[Future, list[Ready]] = {}
+
+    def resume(self) -> None:
+        """Files claimed by this process's dead predecessors are sent first, as they were ready."""
+        adopted = self.filing.adopt_orphans()
+        claims = self.filing.claims()
+        if adopted:
+            log.info("resuming %d file(s) left in progress by an agent that stopped", adopted)
+        for start in range(0, len(claims), self.config.inbox.batch_size):
+            self._account(self.uploader.send_claims(claims[start:start + self.config.inbox.batch_size]))
+
+    def track(self, path: Path) -> None:
+        self.settler.track(path)
+
+    def scan(self) -> None:
+        for path in self.rules.scan():
+            self.settler.track(path)
+
+    def tick(self, flush: bool = False) -> float | None:
+        """Do what is due; return seconds until something may be due again (None: wait for events)."""
+        self._collect()
+        ready, refused = self.settler.poll()
+        for item in refused:
+            self.uploader.refuse(item)
+            self.totals.failed += 1
+        if ready and time.monotonic() < self._pause_until:
+            self._hold(ready, self._pause_until - time.monotonic(), f"paused: {self.totals.paused}")
+            ready = []
+        self.batcher.add(ready)
+        for batch in self.batcher.take(flush=flush):
+            force = any(item.path in self.forced for item in batch)
+            future = self._pool.submit(self.uploader.send, batch, force=force)
+            self._in_flight[future] = batch
+            if self._wake:
+                future.add_done_callback(lambda _: self._wake())
+        waits = [w for w in (self.settler.next_check(), self.batcher.next_due()) if w is not None]
+        if self._in_flight and not self._wake:
+            waits.append(0.05)
+        return min(waits) if waits else None
+
+    def idle(self) -> bool:
+        """Nothing left that this pass could still send (held and incomplete files wait for later)."""
+        return not self.batcher.queue and not self._in_flight and not self.settler.settling()
+
+    def close(self) -> None:
+        """Let the batches in flight finish and file their files away."""
+        self._pool.shutdown(wait=True)
+        self._collect()
+
+    def _collect(self) -> None:
+        for future in [f for f in self._in_flight if f.done()]:
+            del self._in_flight[future]
+            self._account(future.result())  # a bug in a worker ends the loop, as it would inline
+
+    def _account(self, outcome: Outcome) -> None:
+        self.totals.add(outcome)
+        if outcome.paused is not None and time.monotonic() >= self._pause_until:
+            # The client's brake on refused credentials says how long; other refusals (403, a web
+            # page instead of the API) need a person too, so they wait as long as a first 401 would.
+            pause = self.client.paused_for or PAUSE_SECONDS
+            self._pause_until = time.monotonic() + pause
+            log.error("paused: %s. Files stay in the inbox; next try in %.0f s.", outcome.paused, pause)
+        for path, delay, why, dropped_at in outcome.retry:
+            if outcome.paused is not None:
+                delay = max(delay, self._pause_until - time.monotonic())
+            self.settler.hold(path, delay, why, dropped_at)
+
+    def _hold(self, items: list[Ready], seconds: float, why: str) -> None:
+        for item in items:
+            self.settler.hold(item.path, seconds, why, item.dropped_at)
+
+    def publish_pending(self) -> None:
+        """Tell `status` (another process) what waits and why; written only when it changed."""
+        entries = sorted((str(p.relative_to(self.config.inbox.path)), since, why)
+                         for p, since, why in self.settler.pending())
+        entries += [(str(r.path.relative_to(self.config.inbox.path)), r.dropped_at, "queued for upload")
+                    for r in self.batcher.queue]
+        entries += [(str(r.path.relative_to(self.config.inbox.path)), r.dropped_at, "uploading")
+                    for batch in list(self._in_flight.values()) for r in batch]
+        key = [(f, why) for f, _, why in entries]
+        if key != self._pending_written:
+            self.ledger.set_pending(Pending(f, since, why) for f, since, why in entries)
+            self._pending_written = key

@@ -1,0 +1,86 @@
+"""The watchdog observer: events are hints of where to look, never the truth."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from pathlib import Path
+from typing import Iterator
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserverVFS
+
+from agent.config import InboxConfig
+from agent.inbox.rules import Rules, choose_mode
+
+log = logging.getLogger(__name__)
+
+WRITE_EVENTS = {"created", "modified", "moved", "closed"}  # "closed" is a close after writing
+
+
+class _Hints(FileSystemEventHandler):
+    """Turns every event into a path to look at; the settler decides what it means."""
+
+    def __init__(self, sink: "queue.SimpleQueue[Path]", wake) -> None:
+        self.sink = sink
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        # Opening or reading a file (our own settle check does) says nothing new about it.
+        if event.event_type not in WRITE_EVENTS or (event.is_directory and event.event_type != "moved"):
+            return
+        for attr in ("src_path", "dest_path"):
+            raw = getattr(event, attr, "")
+            if raw:
+                self.sink.put(Path(os.fsdecode(raw)))
+        self.wake()
+
+
+class Watcher:
+    """A watchdog observer on the inbox that feeds hints; `scan()` finds what events missed."""
+
+    def __init__(self, cfg: InboxConfig, wake) -> None:
+        self.cfg = cfg
+        self.rules = Rules(cfg.path, cfg.patterns, cfg.recursive)
+        self.hints: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self.mode, self.why = choose_mode(cfg)
+        self._wake = wake
+        self.observer: BaseObserver | None = None
+
+    def start(self) -> None:
+        if self.mode == "polling":
+            observer: BaseObserver = PollingObserverVFS(os.stat, self.rules.listdir,
+                                                        polling_interval=self.cfg.poll_interval_seconds)
+        else:
+            observer = Observer()
+        observer.schedule(_Hints(self.hints, self._wake), str(self.cfg.path), recursive=self.cfg.recursive)
+        observer.daemon = True
+        observer.start()
+        self.observer = observer
+        log.info("watching %s (%s: %s)", self.cfg.path, self.mode, self.why)
+
+    def alive(self) -> bool:
+        """False once the observer or its emitter died, or the inbox folder vanished (an unmounted share)."""
+        observer = self.observer
+        return (observer is not None and observer.is_alive() and all(e.is_alive() for e in observer.emitters)
+                and self.cfg.path.is_dir())
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.unschedule_all()  # emitters first, so none is asked for events once stopped
+            self.observer.stop()
+            self.observer.join(5)
+
+    def drain(self) -> Iterator[Path]:
+        """The paths events pointed at since the last call, filtered by the rules."""
+        while True:
+            try:
+                path = self.hints.get_nowait()
+            except queue.Empty:
+                return
+            if self.rules.wants(path):
+                yield path
+

@@ -1,0 +1,1 @@
+"""The outbox flow: list pages → fetch → write → index."""

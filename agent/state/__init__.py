@@ -1,0 +1,1 @@
+"""Local persistent state: the SQLite ledger. Knows no HTTP and no folders."""
