@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import config as configuration
 from agent import service
@@ -20,8 +21,10 @@ from agent.base.verdict import Verdict
 from agent.inbox.filing import iter_files
 from agent.qonto.client import QontoClient
 from agent.samples import SAMPLES, invoice_pdf
-from agent.sandbox.server import Sandbox
 from agent.state.ledger import Ledger
+
+if TYPE_CHECKING:  # the sandbox is loaded only when the demo runs
+    from agent.sandbox.server import Sandbox
 
 ANALYSIS_SECONDS = 1.0  # how long the sandbox takes to "read" an uploaded invoice
 EXISTING = 3  # invoices the sandbox organization already holds before the demo uploads
@@ -33,6 +36,8 @@ def main(directory: Path | None, verbose: bool = False) -> bool:
     if not verbose:  # the story replaces the log lines; -v shows both
         logging.getLogger("agent").setLevel(logging.ERROR)
     started = time.monotonic()
+    from agent.sandbox.server import Sandbox
+
     with Sandbox(analysis_delay_seconds=ANALYSIS_SECONDS) as sandbox:
         sandbox.seed(EXISTING, without_attachment=0.0)
         print(f"qonto-agent demo — workspace {workspace}\n")

@@ -1,30 +1,26 @@
-"""Shared helpers of the benchmarks: config files, the agent as a real process, /proc readings.
-
-Only the benchmarks under bench/ use this module; it imports nothing from tests/.
-"""
+"""What only the benchmarks need: /proc readings, peak memory, percentiles, unique PDFs. Config files,
+the agent as a process and waiting come from tests/support.py, shared with the tests."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import tomli_w  # noqa: E402
+for path in (REPO, REPO / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from agent.samples import SampleInvoice, invoice_pdf  # noqa: E402
+from support import LOGIN, SECRET, AgentProcess  # noqa: E402,F401 (LOGIN, SECRET: for the benchmarks)
+from support import wait_for as _wait_for  # noqa: E402
+from support import write_config as _write_config  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-LOGIN = "sandbox-org"
-SECRET = "sandbox-secret-key"
 
 
 def today() -> str:
@@ -36,42 +32,16 @@ def verdict(ok: bool) -> str:
 
 
 def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
-    """A config.toml under `root` pointing at `base_url`; inbox/outbox/state live under `root`.
-
-    Defaults: native events (polling = false), outbox sync every hour (so it stays out of the way
-    unless a benchmark is about it); `sections` override any key.
-    """
-    doc: dict[str, dict[str, Any]] = {
-        "qonto": {"base_url": base_url, "login": LOGIN, "secret_key": SECRET, "timeout_seconds": 60},
-        "inbox": {"path": "inbox", "polling": False},
-        "outbox": {"path": "outbox", "sync_interval_seconds": 3600},
-        "state": {"path": "state/ledger.sqlite"},
-    }
-    for name, values in sections.items():
-        doc.setdefault(name, {}).update(values)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "config.toml"
-    path.write_text(tomli_w.dumps(doc))
-    path.chmod(0o600)
-    (root / doc["inbox"]["path"]).mkdir(parents=True, exist_ok=True)
-    return path
+    """tests/support.py's config writer, with the benchmarks' long request timeout."""
+    sections.setdefault("qonto", {}).setdefault("timeout_seconds", 60)
+    return _write_config(root, base_url, **sections)
 
 
-def agent_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QONTO_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Agent:
-    """`python -m agent -c CONFIG <args>` as a real process, its log in a file next to the config."""
+class Agent(AgentProcess):
+    """The agent as a real process, reaped with wait4 so its peak RSS (ru_maxrss) is kept."""
 
     def __init__(self, config: Path, *args: str, log_name: str = "agent.log", verbose: bool = False) -> None:
-        self.log_path = config.parent / log_name
-        self._log = self.log_path.open("ab")
-        cmd = [sys.executable, "-m", "agent", "-c", str(config)] + (["-v"] if verbose else []) + list(args)
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=agent_env())
+        super().__init__(config, *args, log_name=log_name, verbose=verbose)
         self.pid = self.proc.pid
         self.maxrss_kb: int | None = None
         self.returncode: int | None = None
@@ -94,12 +64,8 @@ class Agent:
         return self._reap() is None
 
     def wait(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while (code := self._reap()) is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"agent {self.pid} still running after {timeout:.0f} s\n{self.tail()}")
-            time.sleep(0.02)
-        return code
+        return _wait_for(self._reap, timeout, interval=0.02, message=f"agent {self.pid} to exit",
+                         on_fail=self.tail) if self.alive() else self.returncode
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.alive():
@@ -109,13 +75,6 @@ class Agent:
         except TimeoutError:
             self.proc.kill()
             return self.wait(10)
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -153,17 +112,10 @@ def proc_status_kb(pid: int, key: str) -> int | None:
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02,
              agent: Agent | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if agent is not None and not agent.alive():
-            raise RuntimeError(f"the agent exited ({agent.returncode}) while waiting for {what}\n{agent.tail()}")
-        if time.monotonic() > deadline:
-            extra = f"\n{agent.tail()}" if agent is not None else ""
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
-        time.sleep(interval)
+    """tests/support.py's wait, giving up as soon as `agent` exits."""
+    def gone() -> str | None:
+        return f"the agent exited ({agent.returncode})\n{agent.tail()}" if agent and not agent.alive() else None
+    return _wait_for(condition, timeout, interval, what, on_fail=agent.tail if agent else None, give_up=gone)
 
 
 def count_pdfs(folder: Path) -> int:

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import tomli_w
-from conftest import agent_env, make_config, run_agent, wait_for, write_pdf
+from support import agent_env, make_config, run_agent, wait_for, write_pdf
 
 from agent.config import load
 
@@ -174,7 +174,7 @@ def test_sandbox_command_serves_and_check_accepts_it(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from support import REPO
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import REPO, agent_env
+from support import REPO, agent_env
 
 from agent.samples import SAMPLES
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_config, pdf_bytes, run_agent, wait_for, write_pdf
+from support import make_config, pdf_bytes, run_agent, wait_for, write_pdf
 
 from agent.base.fingerprint import idempotency_key, sha256_file
 from agent.qonto.limits import REQUEST_BUDGET_BYTES as MAX_REQUEST_BYTES

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import pdf_bytes, wait_for
+from support import pdf_bytes, wait_for
 
 from agent.inbox.filing import Filing
 from agent.inbox.batch import Batcher

@@ -29,7 +29,7 @@ from agent.outbox.sync import SyncReport
 from agent.qonto.client import QontoClient, retry_policy
 from agent.sandbox.server import Sandbox
 from agent.state.ledger import Ledger
-from conftest import make_config, wait_for
+from support import make_config, wait_for
 
 INVOICE_ID = "7f1c0a52-3b7e-4f7e-9a4e-1d2c3b4a5f60"
 HOSTILE_NAMES = [

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from agent.sandbox.server import Sandbox
-from conftest import AgentProcess, make_config, run_agent, wait_for
+from support import AgentProcess, make_config, run_agent, wait_for
 from test_mirror import assert_outbox_complete, settle, sha256, storage_downloads
 
 

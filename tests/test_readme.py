@@ -28,8 +28,9 @@ def _pieces(node: ast.AST) -> list[str]:
 def person_facing_messages() -> list[tuple[str, str]]:
     """(where, longest literal piece) of every error/warning log line and every error raised."""
     found = []
-    for path in sorted((REPO / "agent").glob("*.py")):
-        if path.name == "sandbox.py":  # the sandbox's answers are Qonto's words, not ours
+    for path in sorted((REPO / "agent").rglob("*.py")):
+        rel = path.relative_to(REPO / "agent")
+        if rel.parts[0] == "sandbox" and rel.name != "command.py":  # the sandbox's answers are Qonto's words
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call) or not node.args:
@@ -47,8 +48,13 @@ def person_facing_messages() -> list[tuple[str, str]]:
             pieces = [p.strip(" .;:`()\"") for p in _pieces(message)] if message is not None else []
             pieces = [p for p in pieces if len(p) >= MIN_FRAGMENT]
             if pieces:
-                found.append((f"{path.name}:{node.lineno}", max(pieces, key=len)))
+                found.append((f"{rel}:{node.lineno}", max(pieces, key=len)))
     return found
+
+
+def test_the_message_walk_reads_every_package():
+    walked = {where.split("/")[0] for where, _ in person_facing_messages() if "/" in where}
+    assert {"inbox", "outbox", "qonto"} <= walked
 
 
 def test_every_message_a_person_can_see_is_in_the_troubleshooting_table():

@@ -21,7 +21,7 @@ import requests
 
 from agent.sandbox import server as sandbox_module
 from agent.sandbox.server import Faults, Sandbox
-from conftest import REPO, pdf_bytes, wait_for
+from support import REPO, pdf_bytes, wait_for
 
 API_KEY = {"Authorization": "sandbox-org:sandbox-secret-key"}
 Part = tuple[str, "str | tuple[str, bytes]"]  # (name, text) or (name, (filename, data))

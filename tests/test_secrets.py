@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import make_config, run_agent, wait_for, write_pdf
+from support import make_config, run_agent, wait_for, write_pdf
 
 from agent.sandbox.server import Sandbox
 
