@@ -23,7 +23,8 @@ from agent import config as configuration
 from agent import cli, mirror
 from agent.base.errors import CredentialsError, TransientError
 from agent.mirror import Outbox, SyncReport, attachment_ext, invoice_stem, safe_component
-from agent.qonto.client import QontoClient, retry_policy
+from agent.qonto.client import QontoClient
+from agent.qonto.transport import retry_policy
 from agent.sandbox.server import Sandbox
 from agent.state import Ledger
 from conftest import make_config, wait_for
