@@ -64,9 +64,11 @@ class OAuthTokens:
         self.access_token, self.refresh_token, self.expires_at = load_tokens(config, store)
 
     def header(self) -> str:
+        """The Authorization value for the current access token, read per request as it rotates."""
         return f"Bearer {self.access_token}"
 
     def secrets(self) -> list[str]:
+        """The current tokens, to be masked in any text that may be shown."""
         return [t for t in (self.access_token, self.refresh_token) if t]
 
     def ensure_fresh(self) -> None:

@@ -47,7 +47,18 @@ def check_batch(items: Sequence[UploadItem]) -> None:
 
 
 def map_results(items: Sequence[UploadItem], answer: dict) -> list[ItemResult]:
-    """Per-item outcomes from a bulk answer; the rule is in `QontoClient.upload_bulk`."""
+    """Per-item outcomes from a bulk answer, so that nothing is marked sent that Qonto did not confirm.
+
+    Qonto answers 200 with created invoices and per-item errors, which are mapped back so:
+    1. an error whose `source.pointer` contains `/idempotency_key/<key>` belongs to that item:
+       "rejected", or "unknown" when its code looks transient (e.g. `internal_server_error`);
+    2. the other items are matched to the returned invoices by `file_name` where that name
+       is unique among both those items and those invoices;
+    3. the rest are paired in order, but only when exactly as many invoices as items remain
+       and no error lacked a pointer;
+    4. anything else is "unknown", carrying the pointerless errors if there were any.
+    "unknown" is safe to resend with the same key: Qonto returns the invoice it already made.
+    """
     index_of = {item.idempotency_key: i for i, item in enumerate(items)}
     claimed: dict[int, list[dict]] = {}
     pointerless: list[dict] = []

@@ -38,7 +38,7 @@ from agent.qonto.bulk import ItemResult, UploadItem, check_batch, map_results
 from agent.qonto.multipart import bulk_body
 from agent.qonto.pause import CredentialsPause
 from agent.qonto.ratelimit import RateLimiter
-from agent.qonto.transport import LimitedAdapter, network_errors, parse_retry_after, retry_policy
+from agent.qonto.transport import limited_session, network_errors, parse_retry_after, retry_policy
 
 log = logging.getLogger("agent.qonto")
 
@@ -69,11 +69,8 @@ class QontoClient:
         self._config = config
         if limiter is None:
             limiter = RateLimiter([(config.max_requests_per_10s, 10.0), (config.max_requests_per_10min, 600.0)])
-        adapter = LimitedAdapter(limiter, retry if retry is not None else retry_policy())
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = f"qonto-agent/{__version__}"
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._session = limited_session(limiter, retry if retry is not None else retry_policy(),
+                                        user_agent=f"qonto-agent/{__version__}")
         self._brake = CredentialsPause(*credentials_pause)
         self._sort_by = SORT_BY
         self._oauth = OAuthTokens(config, token_store, self._request_token) if config.auth_mode == "oauth" else None
@@ -112,15 +109,8 @@ class QontoClient:
     ) -> list[ItemResult]:
         """Upload up to 20 files in one request; one result per item, in the order of `items`.
 
-        Qonto answers 200 with created invoices and per-item errors, which are mapped back so:
-        1. an error whose `source.pointer` contains `/idempotency_key/<key>` belongs to that item:
-           "rejected", or "unknown" when its code looks transient (e.g. `internal_server_error`);
-        2. the other items are matched to the returned invoices by `file_name` where that name
-           is unique among both those items and those invoices;
-        3. the rest are paired in order, but only when exactly as many invoices as items remain
-           and no error lacked a pointer;
-        4. anything else is "unknown", carrying the pointerless errors if there were any.
-        "unknown" is safe to resend with the same key: Qonto returns the invoice it already made.
+        Qonto answers 200 with created invoices and per-item errors, mapped back to the items as
+        `bulk.map_results` says. "unknown" is safe to resend with the same key.
 
         Raises ValueError for more than 20 items or a repeated key, OSError if a file cannot be read.
         """

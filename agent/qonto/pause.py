@@ -24,6 +24,7 @@ class CredentialsPause:
         self._hint = ""
 
     def check(self) -> None:
+        """Raise CredentialsError during a pause, so no request repeats refused credentials."""
         with self._lock:
             remaining = self._until - self._clock()
             hint = self._hint
@@ -31,6 +32,7 @@ class CredentialsPause:
             raise CredentialsError(f"{hint}; paused; next try in {math.ceil(remaining)} s", status=401)
 
     def trip(self, hint: str) -> None:
+        """Start the next, longer pause after a refusal; `hint` says what to check."""
         with self._lock:
             now = self._clock()
             if now < self._until:
@@ -40,10 +42,12 @@ class CredentialsPause:
             self._hint = hint
 
     def remaining(self) -> float:
+        """Seconds left in the pause, 0 outside one: what a status report shows."""
         with self._lock:
             return max(0.0, self._until - self._clock())
 
     def release(self) -> None:
+        """Forget past refusals once the credentials worked, so the next pause is short again."""
         with self._lock:
             self._pause = 0.0
             self._until = 0.0

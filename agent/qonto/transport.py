@@ -90,6 +90,16 @@ class LimitedAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
+def limited_session(limiter: RateLimiter, retry: Retry, *, user_agent: str) -> requests.Session:
+    """A session whose every attempt, first or retried, waits for the rate limiter and follows `retry`."""
+    adapter = LimitedAdapter(limiter, retry)
+    session = requests.Session()
+    session.headers["User-Agent"] = user_agent
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 @contextmanager
 def network_errors(url: str, redact: Callable[[Any], str | None]) -> Iterator[None]:
     """Network failures that outlasted the retries become a TransientError naming only the host."""
