@@ -16,7 +16,7 @@ for path in (REPO, REPO / "tests"):
         sys.path.insert(0, str(path))
 
 from agent.samples import SampleInvoice, invoice_pdf  # noqa: E402
-from support import LOGIN, SECRET, AgentProcess  # noqa: E402,F401 (LOGIN, SECRET: for the benchmarks)
+from support import AgentProcess  # noqa: E402
 from support import wait_for as _wait_for  # noqa: E402
 from support import write_config as _write_config  # noqa: E402
 

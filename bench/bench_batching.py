@@ -32,8 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (LOGIN, SECRET, Agent, count_pdfs, today, unique_pdf, verdict,  # noqa: E402
-                     wait_for, write_config)
+from _common import (Agent, count_pdfs, today, unique_pdf, verdict, wait_for,  # noqa: E402
+                     write_config)
+from support import LOGIN, SECRET  # noqa: E402
 
 import requests  # noqa: E402
 

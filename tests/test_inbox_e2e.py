@@ -223,7 +223,8 @@ def test_same_content_after_the_key_window_is_not_uploaded_twice(tmp_path, agent
 def test_unanswered_attempt_older_than_the_key_window_is_reconciled(tmp_path):
     """A crash after Qonto created the invoice but before we heard: adopt it, do not make a twin."""
     from agent.config import load
-    from agent.qonto.client import QontoClient, UploadItem
+    from agent.qonto.bulk import UploadItem
+    from agent.qonto.client import QontoClient
     from agent.state.ledger import Ledger
 
     with Sandbox(key_window_seconds=0.5, analysis_delay_seconds=0.2) as sandbox:

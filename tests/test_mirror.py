@@ -26,7 +26,8 @@ from agent.base.errors import CredentialsError, TransientError
 from agent.outbox.folder import Outbox
 from agent.outbox.names import attachment_ext, invoice_stem, safe_component
 from agent.outbox.sync import SyncReport
-from agent.qonto.client import QontoClient, retry_policy
+from agent.qonto.client import QontoClient
+from agent.qonto.transport import retry_policy
 from agent.sandbox.server import Sandbox
 from agent.state.ledger import Ledger
 from support import make_config, wait_for

@@ -40,15 +40,11 @@ from agent.base.errors import (
     RequestRejected,
     TransientError,
 )
-from agent.qonto.client import (
-    FRESH_LINK_TRIES,
-    QontoClient,
-    UploadItem,
-    _Brake,
-    _parse_retry_after,
-    _rfc3339,
-    retry_policy,
-)
+from agent.base.times import rfc3339
+from agent.qonto.bulk import UploadItem
+from agent.qonto.client import FRESH_LINK_TRIES, QontoClient
+from agent.qonto.pause import CredentialsPause
+from agent.qonto.transport import parse_retry_after, retry_policy
 from agent.qonto.ratelimit import RateLimiter
 
 ROOT = "https://api.qonto.test"
@@ -286,12 +282,12 @@ def test_429_that_outlasts_the_retries_is_rate_limited_with_retry_after(server):
     ("3", 3.0), ("0.2", 0.2), (" 7 ", 7.0), ("-5", 0.0), ("soon", None), ("", None), ("nan", None),
 ])
 def test_retry_after_values(value, seconds):
-    assert _parse_retry_after(value) == (pytest.approx(seconds) if seconds is not None else None)
+    assert parse_retry_after(value) == (pytest.approx(seconds) if seconds is not None else None)
 
 
 def test_retry_after_as_an_http_date():
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 28 <= _parse_retry_after(when) <= 30
+    assert 28 <= parse_retry_after(when) <= 30
 
 
 def test_nobody_listening_is_transient():
@@ -311,7 +307,7 @@ def test_api_key_auth_and_staging_token_on_every_api_request(rsps, client):
     headers = rsps.calls[0].request.headers
     assert headers["Authorization"] == f"acme-1234:{SECRET_KEY}"
     assert headers["X-Qonto-Staging-Token"] == STAGING
-    assert client._session.headers.get("Authorization") is None  # per request, never session-wide
+    assert client.session_headers.get("Authorization") is None  # per request, never session-wide
 
 
 def test_401_is_not_retried_and_starts_the_brake(rsps, client):
@@ -341,7 +337,7 @@ def test_the_brake_lifts_after_its_pause(rsps):
 
 def test_the_brake_doubles_up_to_its_maximum_and_resets_on_success():
     now = [0.0]
-    brake = _Brake(60.0, 200.0, clock=lambda: now[0])
+    brake = CredentialsPause(60.0, 200.0, clock=lambda: now[0])
     pauses = []
     for _ in range(4):
         brake.trip("refused")
@@ -641,7 +637,7 @@ def test_a_400_that_is_not_about_sorting_is_raised(rsps, client):
     ("2026-01-01T00:00:00+01:00", "2026-01-01T00:00:00+01:00"),
 ])
 def test_timestamps_are_rfc3339_utc(value, expected):
-    assert _rfc3339(value) == expected
+    assert rfc3339(value) == expected
 
 
 def test_single_invoice(rsps, client):

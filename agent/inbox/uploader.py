@@ -22,7 +22,8 @@ from agent.base.times import iso
 from agent.inbox.filing import Claim, Filing
 from agent.base.fingerprint import forced_key, idempotency_key, sha256_file
 from agent.inbox.settle import Ready, Refused
-from agent.qonto.client import QontoClient, UploadItem
+from agent.qonto.bulk import UploadItem
+from agent.qonto.client import QontoClient
 from agent.state.ledger import Ledger, Upload
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,120 @@
+"""Bulk upload items and what became of each: Qonto's bulk answer mapped back to its items."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from agent.qonto import limits
+
+_POINTER_KEY = re.compile(r"/idempotency_key/([^/]+)")
+_TRANSIENT_CODE = re.compile(r"internal|unavailable|timeout|timed_out|too_many|rate_limit|temporar|try_again")
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """One file of a bulk upload; its bytes are read when the request is built."""
+
+    path: Path
+    idempotency_key: str
+    filename: str  # the name Qonto records: the original file name, unicode kept
+    content_type: str = "application/pdf"
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What became of one item: "created" (with its invoice), "rejected" or "unknown" (with errors).
+
+    "unknown" means the answer did not say for sure: resending with the same key is safe.
+    """
+
+    item: UploadItem
+    outcome: str
+    invoice: dict | None
+    errors: tuple[dict, ...]
+
+
+def check_batch(items: Sequence[UploadItem]) -> None:
+    """Refuse a batch Qonto would refuse or could not map back: too many items, or a key sent twice."""
+    if len(items) > limits.MAX_ITEMS:
+        raise ValueError(f"{len(items)} items: Qonto takes at most {limits.MAX_ITEMS} per request")
+    keys = Counter(item.idempotency_key for item in items)
+    if repeated := [key for key, n in keys.items() if n > 1]:
+        raise ValueError(f"idempotency keys sent twice in one batch: {', '.join(repeated)}")
+
+
+def map_results(items: Sequence[UploadItem], answer: dict) -> list[ItemResult]:
+    """Per-item outcomes from a bulk answer, so that nothing is marked sent that Qonto did not confirm.
+
+    Qonto answers 200 with created invoices and per-item errors, which are mapped back so:
+    1. an error whose `source.pointer` contains `/idempotency_key/<key>` belongs to that item:
+       "rejected", or "unknown" when its code looks transient (e.g. `internal_server_error`);
+    2. the other items are matched to the returned invoices by `file_name` where that name
+       is unique among both those items and those invoices;
+    3. the rest are paired in order, but only when exactly as many invoices as items remain
+       and no error lacked a pointer;
+    4. anything else is "unknown", carrying the pointerless errors if there were any.
+    "unknown" is safe to resend with the same key: Qonto returns the invoice it already made.
+    """
+    index_of = {item.idempotency_key: i for i, item in enumerate(items)}
+    claimed: dict[int, list[dict]] = {}
+    pointerless: list[dict] = []
+    for error in _dicts(answer.get("errors")):
+        index = index_of.get(_pointer_key(error))
+        (pointerless if index is None else claimed.setdefault(index, [])).append(_short_error(error))
+
+    results: dict[int, ItemResult] = {
+        i: ItemResult(items[i], "unknown" if any(_looks_transient(e) for e in errs) else "rejected", None,
+                      tuple(errs))
+        for i, errs in claimed.items()
+    }
+    open_items = [i for i in range(len(items)) if i not in claimed]
+    for i, invoice in pair_invoices(items, open_items, _dicts(answer.get("supplier_invoices")),
+                                     in_order=not pointerless).items():
+        results[i] = ItemResult(items[i], "created", invoice, ())
+    unmatched = tuple(pointerless) or (
+        {"code": "unmatched", "detail": "Qonto's answer did not say what became of this file"},)
+    return [results.get(i) or ItemResult(item, "unknown", None, unmatched) for i, item in enumerate(items)]
+
+
+def pair_invoices(
+    items: Sequence[UploadItem], open_items: list[int], invoices: list[dict], *, in_order: bool
+) -> dict[int, dict]:
+    """Invoices to item indexes: by a file name unique on both sides, then in order if counts agree."""
+    names = Counter(items[i].filename for i in open_items)
+    invoice_names = Counter(invoice.get("file_name") for invoice in invoices)
+    by_name = {items[i].filename: i for i in open_items}
+    paired: dict[int, dict] = {}
+    rest: list[dict] = []
+    for invoice in invoices:
+        name = invoice.get("file_name")
+        if names[name] == 1 and invoice_names[name] == 1:
+            paired[by_name[name]] = invoice
+        else:
+            rest.append(invoice)
+    rest_items = [i for i in open_items if i not in paired]
+    if in_order and len(rest_items) == len(rest):
+        paired.update(zip(rest_items, rest))
+    return paired
+
+
+def _dicts(value: Any) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _pointer_key(error: dict) -> str | None:
+    source = error.get("source")
+    pointer = source.get("pointer") if isinstance(source, dict) else None
+    match = _POINTER_KEY.search(pointer) if isinstance(pointer, str) else None
+    return match.group(1) if match else None
+
+
+def _short_error(error: dict) -> dict:
+    return {"code": str(error.get("code") or "unknown"), "detail": str(error.get("detail") or "")}
+
+
+def _looks_transient(error: dict) -> bool:
+    return bool(_TRANSIENT_CODE.search(error["code"].lower()))
