@@ -38,7 +38,8 @@ from _common import (LOGIN, SECRET, Agent, count_pdfs, today, unique_pdf, verdic
 import requests  # noqa: E402
 
 from agent.base.fingerprint import idempotency_key, sha256_file  # noqa: E402
-from agent.sandbox.server import Faults, Sandbox  # noqa: E402
+from agent.sandbox.faults import Faults  # noqa: E402
+from agent.sandbox.server import Sandbox  # noqa: E402
 
 BULK = "/v2/supplier_invoices/bulk"
 SETTLE = 1.0
