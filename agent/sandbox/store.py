@@ -147,6 +147,7 @@ class _Clock:
         return _format_ms(now_ms)
 
     def observe(self, ms: int) -> None:
+        """Never issue a time at or before `ms` (seeded invoices carry their own times)."""
         self._last_ms = max(self._last_ms, ms)
 
 
@@ -323,23 +324,28 @@ class Store:
     # -- reading -------------------------------------------------------------------------------
 
     def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        """A copy of one invoice, or None when unknown."""
         with self.lock:
             invoice = self._invoices.get(invoice_id)
             return copy.deepcopy(invoice) if invoice is not None else None
 
     def all_invoices(self) -> list[dict[str, Any]]:
+        """Copies of every invoice, in creation order."""
         with self.lock:
             return copy.deepcopy(list(self._invoices.values()))
 
     def invoice_count(self) -> int:
+        """How many invoices exist."""
         with self.lock:
             return len(self._invoices)
 
     def attachment(self, attachment_id: str) -> Attachment | None:
+        """One attachment (immutable, so shared), or None when unknown."""
         with self.lock:
             return self._attachments.get(attachment_id)
 
     def uploads_by_key(self) -> dict[str, str]:
+        """Idempotency key → id of the invoice its latest successful creation made."""
         with self.lock:
             return {key: entry.invoice_id for key, entry in self._keys.items()}
 
