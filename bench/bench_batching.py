@@ -39,7 +39,8 @@ from support import LOGIN, SECRET  # noqa: E402
 import requests  # noqa: E402
 
 from agent.base.fingerprint import idempotency_key, sha256_file  # noqa: E402
-from agent.sandbox.server import Faults, Sandbox  # noqa: E402
+from agent.sandbox.faults import Faults  # noqa: E402
+from agent.sandbox.server import Sandbox  # noqa: E402
 
 BULK = "/v2/supplier_invoices/bulk"
 SETTLE = 1.0

@@ -35,7 +35,8 @@ from agent import config as configuration  # noqa: E402
 from agent.outbox import sync as mirror  # noqa: E402
 from agent.qonto.client import QontoClient  # noqa: E402
 from agent.qonto.ratelimit import RateLimiter  # noqa: E402
-from agent.sandbox.server import Faults, Sandbox  # noqa: E402
+from agent.sandbox.faults import Faults  # noqa: E402
+from agent.sandbox.server import Sandbox  # noqa: E402
 from agent.state.ledger import Ledger  # noqa: E402
 
 WINDOW_SECONDS = 10.0

@@ -104,7 +104,8 @@ def test_status_without_a_running_agent_says_so(tmp_path, sandbox):
 
 
 def test_status_shows_pending_falling_while_run_works_a_backlog(tmp_path, agents):
-    from agent.sandbox.server import Faults, Sandbox
+    from agent.sandbox.faults import Faults
+    from agent.sandbox.server import Sandbox
 
     with Sandbox(faults=Faults(latency_seconds=0.5), analysis_delay_seconds=0.2) as sandbox:
         config = make_config(tmp_path, sandbox, inbox={"batch_size": 5, "settle_seconds": 0.3})

@@ -13,7 +13,8 @@ from support import make_config, pdf_bytes, run_agent, wait_for, write_pdf
 
 from agent.base.fingerprint import idempotency_key, sha256_file
 from agent.qonto.limits import REQUEST_BUDGET_BYTES as MAX_REQUEST_BYTES
-from agent.sandbox.server import Faults, Sandbox
+from agent.sandbox.faults import Faults
+from agent.sandbox.server import Sandbox
 
 BULK = "/v2/supplier_invoices/bulk"
 

@@ -19,8 +19,9 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from agent.sandbox import server as sandbox_module
-from agent.sandbox.server import Faults, Sandbox
+from agent.sandbox import api as sandbox_api
+from agent.sandbox.faults import Faults
+from agent.sandbox.server import Sandbox
 from support import REPO, pdf_bytes, wait_for
 
 API_KEY = {"Authorization": "sandbox-org:sandbox-secret-key"}
@@ -167,7 +168,7 @@ def test_html_mode_answers_every_request_with_a_page(sb: Sandbox) -> None:
 def test_oauth_refresh_tokens_rotate_with_a_grace_period(
     make_sandbox: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sandbox_module, "REFRESH_GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(sandbox_api, "REFRESH_GRACE_SECONDS", 0.3)
     sb = make_sandbox(token_ttl_seconds=0.3)
     form = {"grant_type": "refresh_token", "client_id": "sandbox-client", "client_secret": "sandbox-client-secret"}
 

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
     """The (not yet started) sandbox the command-line options describe."""
-    from agent.sandbox.server import Faults, Sandbox
+    from agent.sandbox.faults import Faults
+    from agent.sandbox.server import Sandbox
 
     share = args.fault_rate / 3
     return Sandbox(

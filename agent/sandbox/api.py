@@ -1,0 +1,255 @@
+"""The sandbox's endpoints and authentication: what each route answers, given the settings
+read at each use and the shared store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+from agent.qonto.limits import MAX_FILE_BYTES, MAX_ITEMS, MAX_REQUEST_BYTES
+from agent.sandbox.answers import (
+    HTML_PAGE,
+    Request,
+    Response,
+    api_error,
+    html_answer,
+    json_answer,
+    oauth_error,
+    storage_error,
+)
+from agent.sandbox.multipart import FilePart, group_items, item_key, parse_multipart
+from agent.sandbox.settings import SandboxSettings
+from agent.sandbox.store import BadParameter, Item, Store, parse_list_query
+
+REFRESH_GRACE_SECONDS = 60.0
+REFRESH_TOKEN_TTL_SECONDS = 90 * 24 * 3600.0
+OAUTH_SCOPE = "supplier_invoice.write supplier_invoice.read attachment.read organization.read offline_access"
+LEGAL_NAME = "Sandbox Company SAS"
+_MAGIC = ((b"%PDF-", "application/pdf"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+
+
+def _sniff(data: bytes) -> str | None:
+    """The content type given by the magic bytes: PDF, PNG or JPEG; None for anything else."""
+    return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+
+
+Route = Callable[[Request, "re.Match[str]"], Response]
+
+
+class Api:
+    """Qonto's endpoints over one store: credentials and OAuth tokens, uploads, lists, downloads.
+
+    Settings are read at each use, so a test may change them while the sandbox serves.
+    """
+
+    def __init__(self, settings: SandboxSettings, store: Store) -> None:
+        self.settings = settings
+        self._store = store
+        self._url_key = secrets.token_bytes(32)
+        self._auth_lock = threading.Lock()
+        self._static_tokens = frozenset(settings.access_tokens)
+        self._issued_tokens: dict[str, float] = {}  # access token → expiry (time.monotonic())
+        first_refresh = time.monotonic() + REFRESH_TOKEN_TTL_SECONDS
+        self._refresh_tokens: dict[str, float] = {settings.refresh_token: first_refresh}
+        self.routes: tuple[tuple[str, re.Pattern[str], Route], ...] = (
+            ("POST", re.compile(r"/oauth2/token"), self._token),
+            ("GET", re.compile(r"/v2/organization"), self._organization),
+            ("POST", re.compile(r"/v2/supplier_invoices/bulk"), self._bulk_upload),
+            ("GET", re.compile(r"/v2/supplier_invoices"), self._list_invoices),
+            ("GET", re.compile(r"/v2/supplier_invoices/(?P<id>[^/]+)"), self._get_invoice),
+            ("GET", re.compile(r"/v2/attachments/(?P<id>[^/]+)"), self._get_attachment),
+            ("GET", re.compile(r"/_storage/(?P<id>[^/]+)"), self._download),
+            ("GET", re.compile(r"/login"), self._login_page),
+        )
+
+    def authenticate(self, req: Request) -> Response | None:
+        """None when the Authorization header is acceptable, else the 401 answer."""
+        header = req.headers.get("Authorization")
+        if header is None:
+            return api_error(req, 401, "unauthorized", "The Authorization header is missing")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer":
+            with self._auth_lock:
+                expiry = self._issued_tokens.get(token.strip(), 0.0)
+            if token.strip() in self._static_tokens or expiry > time.monotonic():
+                return None
+            return api_error(req, 401, "unauthorized", "The access token is invalid or expired")
+        if hmac.compare_digest(header.encode(), f"{self.settings.login}:{self.settings.secret_key}".encode()):
+            return None
+        return api_error(req, 401, "unauthorized", "Invalid login or secret key")
+
+    def _token(self, req: Request, match: re.Match[str]) -> Response:
+        """`POST /oauth2/token`, grant_type=refresh_token only; refresh tokens rotate."""
+        form = {name: values[-1] for name, values in parse_qs(req.body.decode("utf-8", "replace")).items()}
+        if form.get("grant_type") != "refresh_token":
+            return oauth_error(400, "unsupported_grant_type", "The sandbox supports grant_type=refresh_token only")
+        if not (
+            hmac.compare_digest(form.get("client_id", "").encode(), self.settings.client_id.encode())
+            and hmac.compare_digest(form.get("client_secret", "").encode(), self.settings.client_secret.encode())
+        ):
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+        old = form.get("refresh_token", "")
+        now, ttl = time.monotonic(), self.settings.token_ttl_seconds
+        with self._auth_lock:
+            if self._refresh_tokens.get(old, 0.0) <= now:
+                return oauth_error(400, "invalid_grant", "The refresh token is invalid, expired or revoked")
+            self._refresh_tokens[old] = min(self._refresh_tokens[old], now + REFRESH_GRACE_SECONDS)
+            access, refresh = f"sandbox-at-{uuid.uuid4().hex}", f"sandbox-rt-{uuid.uuid4().hex}"
+            self._issued_tokens[access] = now + ttl
+            self._refresh_tokens[refresh] = now + REFRESH_TOKEN_TTL_SECONDS
+        payload = {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": int(ttl) if float(ttl).is_integer() else ttl,
+            "token_type": "bearer",
+            "scope": OAUTH_SCOPE,
+        }
+        return json_answer(200, payload, {"Cache-Control": "no-store"})
+
+    def _organization(self, req: Request, match: re.Match[str]) -> Response:
+        organization = {
+            "id": self._store.organization_id,
+            "slug": self.settings.login,
+            "legal_name": LEGAL_NAME,
+            "locale": "fr",
+            "legal_country": "FR",
+            "bank_accounts": [],
+        }
+        return json_answer(200, {"organization": organization})
+
+    def _bulk_upload(self, req: Request, match: re.Match[str]) -> Response:
+        """`POST /v2/supplier_invoices/bulk`: always 200 once the request as a whole is understood."""
+        if len(req.body) > MAX_REQUEST_BYTES:
+            return api_error(req, 413, "request_entity_too_large", "The request is larger than 15 MB")
+        try:
+            items, top = group_items(parse_multipart(req.headers.get("Content-Type", ""), req.body))
+        except ValueError as exc:
+            return api_error(req, 400, "invalid", str(exc))
+        req.items = len(items)
+        req.idempotency_keys = tuple(key for item in items if (key := item_key(item)))
+        if not items:
+            return api_error(req, 400, "required", "supplier_invoices is required", parameter="supplier_invoices")
+        if len(items) > MAX_ITEMS:
+            detail = f"At most {MAX_ITEMS} supplier invoices can be uploaded at once, got {len(items)}"
+            error = {"code": "limit_reached", "detail": detail, "source": {"pointer": "/supplier_invoices"}}
+            return json_answer(200, {"supplier_invoices": [], "errors": [error]})
+        try:
+            meta = json.loads(top["meta"]) if isinstance(top.get("meta"), str) else None
+        except ValueError:
+            return api_error(req, 400, "invalid", "meta must be a JSON string", parameter="meta")
+        source = top.get("source") if isinstance(top.get("source"), str) else None
+        checked = [self._check_item(item) for item in items]
+        invoices, errors = self._store.upload(
+            checked, source=source, meta=meta, key_window=self.settings.key_window_seconds, keep_files=self.settings.keep_files
+        )
+        return json_answer(200, {"supplier_invoices": invoices, "errors": errors})
+
+    def _check_item(self, fields: dict[str, str | FilePart]) -> Item:
+        """The checks of one item that need no shared state (size, type, `reject`)."""
+        key = item_key(fields)
+        attachment_id = fields.get("attachment_id")
+        attachment_id = attachment_id if isinstance(attachment_id, str) else None
+        file = fields.get("file")
+        content_type = _sniff(file.data) if isinstance(file, FilePart) else None
+        error: tuple[str, str] | None = None
+        if key is None:
+            error = ("required", "idempotency_key is required")
+        elif file is not None and attachment_id is not None:
+            error = ("invalid", "Give either a file or an attachment_id, not both")
+        elif attachment_id is not None:
+            return Item(key, None, attachment_id, None, None)
+        elif file is None:
+            error = ("required", "file is required")
+        elif isinstance(file, str):
+            error = ("invalid", "file must be a file part with a filename")
+        elif len(file.data) > MAX_FILE_BYTES:
+            error = ("invalid", f"file too large: {len(file.data)} bytes, the limit is {MAX_FILE_BYTES} (10 MB)")
+        elif content_type is None:
+            error = ("invalid", "unsupported file type: only PDF, PNG and JPEG files are accepted")
+        elif self.settings.reject is not None and (reason := self.settings.reject(file.filename, file.data)):
+            error = ("invalid", reason)
+        return Item(key, file if isinstance(file, FilePart) else None, None, content_type, error)
+
+    def _list_invoices(self, req: Request, match: re.Match[str]) -> Response:
+        try:
+            query = parse_list_query(req.query, sortable_updated_at=self.settings.sortable_updated_at)
+        except BadParameter as exc:
+            return api_error(req, 400, "invalid", exc.detail, parameter=exc.parameter)
+        page, total = self._store.list_page(query)
+        total_pages = math.ceil(total / query.per_page)
+        meta = {
+            "current_page": query.page,
+            "next_page": query.page + 1 if query.page < total_pages else None,
+            "prev_page": query.page - 1 if query.page > 1 else None,
+            "total_pages": total_pages,
+            "total_count": total,
+            "per_page": query.per_page,
+        }
+        return json_answer(200, {"supplier_invoices": page, "meta": meta})
+
+    def _get_invoice(self, req: Request, match: re.Match[str]) -> Response:
+        invoice = self._store.invoice(match["id"])
+        if invoice is None:
+            return api_error(req, 404, "not_found", f"Supplier invoice {match['id']} not found")
+        return json_answer(200, {"supplier_invoice": invoice})
+
+    def _get_attachment(self, req: Request, match: re.Match[str]) -> Response:
+        attachment = self._store.attachment(match["id"])
+        if attachment is None:
+            return api_error(req, 404, "not_found", f"Attachment {match['id']} not found")
+        expires = f"{time.time() + self.settings.url_ttl_seconds:.3f}"
+        signature = self._sign(attachment.id, expires)
+        url = f"{req.origin}/_storage/{attachment.id}?expires={expires}&signature={signature}"
+        payload = {
+            "id": attachment.id,
+            "created_at": attachment.created_at,
+            "file_name": attachment.file_name,
+            "file_size": str(attachment.size),
+            "file_content_type": attachment.content_type,
+            "url": url,
+            "probative_attachment": {"status": "unavailable"},
+        }
+        return json_answer(200, {"attachment": payload})
+
+    def _sign(self, attachment_id: str, expires: str) -> str:
+        return hmac.new(self._url_key, f"{attachment_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def _download(self, req: Request, match: re.Match[str]) -> Response:
+        """`GET /_storage/{id}?expires=&signature=`: a pre-signed object-storage download."""
+        if "Authorization" in req.headers:
+            return storage_error(
+                req,
+                400,
+                "InvalidArgument",
+                "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query "
+                "string parameter or the Authorization header should be specified",
+            )
+        expires = req.query.get("expires", [""])[-1]
+        signature = req.query.get("signature", [""])[-1]
+        if not expires or not signature:
+            return storage_error(req, 403, "AccessDenied", "Query-string authentication needs expires and signature")
+        if not hmac.compare_digest(signature.encode(), self._sign(match["id"], expires).encode()):
+            return storage_error(
+                req,
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided",
+            )
+        if float(expires) < time.time():
+            return storage_error(req, 403, "AccessDenied", "Request has expired")
+        attachment = self._store.attachment(match["id"])
+        if attachment is None or attachment.data is None:
+            return storage_error(req, 404, "NoSuchKey", "The specified key does not exist.")
+        return Response(200, attachment.data, attachment.content_type)
+
+    def _login_page(self, req: Request, match: re.Match[str]) -> Response:
+        return html_answer(200, HTML_PAGE)
