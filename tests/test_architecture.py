@@ -121,3 +121,26 @@ def test_help_and_status_do_not_load_the_sandbox(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert "agent.sandbox.server" in _loaded_sandbox_modules("sandbox", "--port", str(taken.getsockname()[1]))
+
+
+MAX_MODULE_LINES, MAX_CLASS_LINES, MAX_FUNCTION_LINES = 420, 260, 60
+
+
+def oversized(root: Path) -> list[str]:
+    """Modules, classes and functions past the sizes a reader can hold in mind at once."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(root.parent)
+        if text.count("\n") > MAX_MODULE_LINES:
+            found.append(f"{rel}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES \
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+            if limit and node.end_lineno - node.lineno + 1 > limit:
+                found.append(f"{rel}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    return found
+
+
+def test_modules_classes_and_functions_stay_small():
+    assert oversized(REPO / "agent") == []

@@ -16,6 +16,7 @@ from agent.base.errors import QontoError
 from agent.config import Config
 from agent.inbox.batch import Batcher
 from agent.inbox.filing import Filing
+from agent.inbox.hold import Hold
 from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Settler
 from agent.inbox.uploader import Outcome, Uploader
@@ -92,7 +93,8 @@ class Pipeline:
             self.uploader.refuse(item)
             self.totals.failed += 1
         if ready and time.monotonic() < self._pause_until:
-            self._hold(ready, self._pause_until - time.monotonic(), f"paused: {self.totals.paused}")
+            for item in ready:
+                self.settler.hold(Hold(item.path, self._pause_until, f"paused: {self.totals.paused}", item.dropped_at))
             ready = []
         self.batcher.add(ready)
         for batch in self.batcher.take(flush=flush):
@@ -128,14 +130,8 @@ class Pipeline:
             pause = self.client.paused_for or PAUSE_SECONDS
             self._pause_until = time.monotonic() + pause
             log.error("paused: %s. Files stay in the inbox; next try in %.0f s.", outcome.paused, pause)
-        for path, delay, why, dropped_at in outcome.retry:
-            if outcome.paused is not None:
-                delay = max(delay, self._pause_until - time.monotonic())
-            self.settler.hold(path, delay, why, dropped_at)
-
-    def _hold(self, items: list[Ready], seconds: float, why: str) -> None:
-        for item in items:
-            self.settler.hold(item.path, seconds, why, item.dropped_at)
+        for hold in outcome.retry:
+            self.settler.hold(hold.at_least_until(self._pause_until) if outcome.paused is not None else hold)
 
     def publish_pending(self) -> None:
         """Tell `status` (another process) what waits and why; written only when it changed."""

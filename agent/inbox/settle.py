@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.inbox.hold import Hold
 from agent.qonto.limits import MAX_FILE_BYTES
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,15 @@ class Settler:
                 return
             self.files[path] = _Seen(st.st_size, st.st_mtime_ns, time.monotonic(), time.time())
 
-    def hold(self, path: Path, seconds: float, reason: str, first_seen: float | None = None) -> None:
-        """Keep a file (back in the inbox after a failed attempt) from being offered for `seconds`."""
-        self.track(path)
-        seen = self.files.get(path)
+    def hold(self, hold: Hold) -> None:
+        """Keep a file (back in the inbox after an attempt, or paused) from being offered until the hold ends."""
+        self.track(hold.path)
+        seen = self.files.get(hold.path)
         if seen:
-            seen.hold_until = time.monotonic() + seconds
-            seen.hold_reason = reason
-            if first_seen is not None:
-                seen.first_seen = min(seen.first_seen, first_seen)
+            seen.hold_until = hold.until
+            seen.hold_reason = hold.reason
+            if hold.first_seen is not None:
+                seen.first_seen = min(seen.first_seen, hold.first_seen)
 
     def poll(self) -> tuple[list[Ready], list[Refused]]:
         """Look at every tracked file once; return those now ready and those refused."""

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 from agent.config import Config
 from agent.base.errors import (CredentialsError, HTMLAnswerError, PermissionDenied, QontoError,
@@ -21,6 +19,7 @@ from agent.base.errors import (CredentialsError, HTMLAnswerError, PermissionDeni
 from agent.base.times import iso
 from agent.inbox.filing import Claim, Filing
 from agent.base.fingerprint import forced_key, idempotency_key, sha256_file
+from agent.inbox.hold import Hold
 from agent.inbox.settle import Ready, Refused
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import QontoClient
@@ -28,18 +27,17 @@ from agent.state.ledger import Ledger, Upload
 
 log = logging.getLogger(__name__)
 
-RETRY_MAX_SECONDS = 300.0
 RECONCILE_MARGIN_SECONDS = 300.0  # look for invoices created this long around an unanswered attempt
 
 
 @dataclass
 class Outcome:
-    """What one pass over a batch did; the service turns `retry` into holds on the released files."""
+    """What one pass over a batch did; `retry` holds the files released for a later attempt."""
 
     uploaded: list[tuple[str, str]] = field(default_factory=list)  # (file name, invoice id)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    retry: list[tuple[Path, float, str, float]] = field(default_factory=list)  # path, delay, why, dropped_at
+    retry: list[Hold] = field(default_factory=list)
     paused: QontoError | None = None
 
 
@@ -223,10 +221,9 @@ class Uploader:
         reason = "; ".join(str(e.get("detail") or e.get("code")) for e in errors)
         log.warning("rejected %s: %s. %s (see %s)", claim.name, reason, hint, target.name + ".error.json")
 
-    def _release(self, item: _Prepared, why: str) -> tuple[Path, float, str, float]:
+    def _release(self, item: _Prepared, why: str) -> Hold:
+        """Put the file back in the inbox, held back by the back-off for its number of attempts."""
         known = self.ledger.lookup(item.sha256)
-        attempts = known.attempts if known else 1
-        delay = min(RETRY_MAX_SECONDS, 2.0 * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
         path = self.filing.release(item.claim) or item.claim.path
-        return path, delay, why, item.claim.dropped_at
+        return Hold.after_attempts(path, known.attempts if known else 1, why, item.claim.dropped_at)
 
