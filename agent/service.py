@@ -25,7 +25,7 @@ from agent.inbox.filing import Filing
 from agent.inbox.pipeline import Pipeline, Totals
 from agent.inbox.watcher import Watcher
 from agent.qonto.client import QontoClient
-from agent.state.ledger import Ledger
+from agent.state.ledger import Heartbeat, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 uploaded = pipeline.totals.uploaded
                 sync.soon()
             if now >= next_beat:
-                ledger.set("heartbeat", {"pid": os.getpid(), "at": time.time(), "mode": watcher.mode,
-                                         "why": watcher.why})
+                ledger.beat(Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why))
                 next_beat = now + HEARTBEAT_SECONDS
             pipeline.publish_pending()
             timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
@@ -165,7 +164,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         watcher.stop()
         pipeline.close()
         filing.close()
-        ledger.set("heartbeat", None)
+        ledger.beat(None)
 
 
 def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list[Path] | None = None,

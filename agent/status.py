@@ -25,9 +25,9 @@ def gather(config: Config) -> dict[str, Any]:
     """The status as plain data: the JSON of `status --json` (fields fixed by DESIGN.md)."""
     ledger = Ledger(config.state.path) if config.state.path.exists() else None
     try:
-        beat = ledger.get("heartbeat") if ledger else None
-        alive = bool(beat) and time.time() - beat["at"] < ALIVE_WITHIN_SECONDS and _pid_alive(beat["pid"])
-        mode, why = (beat["mode"], beat["why"]) if alive else choose_mode(config.inbox)
+        beat = ledger.heartbeat() if ledger else None
+        alive = beat is not None and time.time() - beat.at < ALIVE_WITHIN_SECONDS and _pid_alive(beat.pid)
+        mode, why = (beat.mode, beat.why) if alive and beat else choose_mode(config.inbox)
         if alive:
             pending = [{"file": p.file, "since": iso(p.since), "reason": p.reason} for p in ledger.pending()]
         else:
@@ -47,8 +47,8 @@ def gather(config: Config) -> dict[str, Any]:
             "error_count": sum(1 for _ in iter_files(config.inbox.path / "error")),
             "recent_uploads": recent_uploads,
             "recent_errors": recent_errors,
-            "last_sync_at": ledger.get("last_sync_at") if ledger else None,
-            "cursor": ledger.get("sync_cursor") if ledger else None,
+            "last_sync_at": ledger.last_sync_at() if ledger else None,
+            "cursor": ledger.cursor() if ledger else None,
             "outbox_count": ledger.mirror_count() if ledger else 0,
             "ledger": str(config.state.path),
         }

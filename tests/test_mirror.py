@@ -144,7 +144,7 @@ class Env:
         return report
 
     def cursor(self) -> str | None:
-        return self.ledger.get(mirror.CURSOR_KEY)
+        return self.ledger.cursor()
 
     def files(self) -> dict[str, tuple[int, bytes]]:
         """Name → (mtime in ns, content) of everything in the outbox."""
@@ -258,7 +258,7 @@ def test_first_sync_mirrors_every_invoice(env: Env, sandbox: Sandbox) -> None:
     assert (report.listed, report.written, report.downloaded, report.failed) == (250, 250, with_attachment, 0)
     assert report.complete and cli.VERDICT_EXIT[report.verdict] == 0
     assert_outbox_complete(env.outbox, sandbox)
-    assert env.cursor() == report.cursor and env.ledger.get(mirror.LAST_SYNC_KEY)
+    assert env.cursor() == report.cursor and env.ledger.last_sync_at()
     assert env.ledger.mirror_count() == 250
     assert seen[-1] == (250, 250) and len(seen) == 250
     assert all(record.authorization is False for record in sandbox.request_log() if record.path.startswith("/_storage/"))

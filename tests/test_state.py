@@ -31,8 +31,8 @@ def test_rejections_and_local_errors_are_kept_for_status(tmp_path):
 def test_a_second_process_sees_what_the_first_wrote(tmp_path):
     writer, reader = Ledger(tmp_path / "ledger.sqlite"), Ledger(tmp_path / "ledger.sqlite")
     writer.set_pending([Pending("a.pdf", 1.0, "settling")])
-    writer.set("sync_cursor", "2026-01-01T00:00:00.000Z")
+    writer.save_cursor("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01Z")
     assert reader.pending() == [Pending("a.pdf", 1.0, "settling")]
-    assert reader.get("sync_cursor") == "2026-01-01T00:00:00.000Z" and reader.get("missing", 7) == 7
+    assert reader.cursor() == "2026-01-01T00:00:00.000Z" and reader.heartbeat() is None
     writer.set_pending([])
     assert reader.pending() == []

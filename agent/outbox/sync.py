@@ -44,8 +44,6 @@ if TYPE_CHECKING:  # the loop needs only the client's interface, not its module
 log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=5)  # re-list a little of the last window: clock skew, inclusive bounds
-CURSOR_KEY = "sync_cursor"
-LAST_SYNC_KEY = "last_sync_at"
 MAX_LISTINGS = 3  # passes over one window when the list changes under our feet while paging
 # Errors that make every further request pointless: stop the sync at once.
 FATAL = (CredentialsError, PermissionDenied, HTMLAnswerError, ConfigError)
@@ -131,7 +129,7 @@ class _Sync:
         # Safe only under the sync lock: another sync's temporaries are not stale.
         if clean and (removed := self.outbox.clean_temporaries()):
             log.info("removed %d unfinished temporary file(s) left in the outbox by an interrupted sync", removed)
-        old_cursor = self.ledger.get(CURSOR_KEY)
+        old_cursor = self.ledger.cursor()
         updated_from = self._window_start(None if full else old_cursor)
         # Sent as the same string that becomes the cursor. Milliseconds, not seconds: an update
         # earlier in the current second belongs in this window, not only in the next one.
@@ -160,8 +158,7 @@ class _Sync:
         if complete:
             self.outbox.flush()
             cursor = updated_to
-            self.ledger.set(CURSOR_KEY, cursor)
-            self.ledger.set(LAST_SYNC_KEY, iso(time.time()))
+            self.ledger.save_cursor(cursor, iso(time.time()))
         report = SyncReport(listed=len(seen), written=self.written, downloaded=self.downloaded,
                             unchanged=self.unchanged, failed=len(self.failed), cursor=cursor,
                             complete=complete, failed_ids=tuple(self.failed),

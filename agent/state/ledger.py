@@ -6,6 +6,7 @@ WAL mode and a busy timeout make it safe for `run`, `status` and a one-off `uplo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -83,6 +84,19 @@ class Pending:
     file: str
     since: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """`run` says it is alive, and how it watches the inbox, every few seconds (for `status`)."""
+
+    pid: int
+    at: float  # wall clock
+    mode: str
+    why: str
+
+
+_HEARTBEAT, _CURSOR, _LAST_SYNC = "heartbeat", "sync_cursor", "last_sync_at"  # keys of the meta table
 
 
 class Ledger:
@@ -201,13 +215,33 @@ class Ledger:
         return [Pending(r["file"], r["since"], r["reason"])
                 for r in self._query("SELECT * FROM pending ORDER BY since")]
 
-    # --- small facts: cursor, last sync, heartbeat, agent id -----------------------------------
+    # --- small facts: heartbeat, cursor, last sync ---------------------------------------------
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def beat(self, heartbeat: Heartbeat | None) -> None:
+        """Record that `run` is alive (None when it stops)."""
+        self._set(_HEARTBEAT, dataclasses.asdict(heartbeat) if heartbeat else None)
+
+    def heartbeat(self) -> Heartbeat | None:
+        data = self._get(_HEARTBEAT)
+        return Heartbeat(**data) if isinstance(data, dict) else None
+
+    def cursor(self) -> str | None:
+        """The outbox sync's cursor: every invoice updated before it is in the outbox."""
+        return self._get(_CURSOR)
+
+    def save_cursor(self, cursor: str, synced_at: str) -> None:
+        """A whole window succeeded: move the cursor and note when."""
+        self._set(_CURSOR, cursor)
+        self._set(_LAST_SYNC, synced_at)
+
+    def last_sync_at(self) -> str | None:
+        return self._get(_LAST_SYNC)
+
+    def _get(self, key: str) -> Any:
         rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
-        return json.loads(rows[0][0]) if rows else default
+        return json.loads(rows[0][0]) if rows else None
 
-    def set(self, key: str, value: Any) -> None:
+    def _set(self, key: str, value: Any) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
