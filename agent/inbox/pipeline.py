@@ -25,7 +25,6 @@ from agent.state.ledger import Ledger, Pending
 
 log = logging.getLogger(__name__)
 
-PAUSE_SECONDS = 60.0  # uploads wait this long after a 403 or a web page instead of the API
 UPLOADS_IN_FLIGHT = 2  # one batch's round trip overlaps the next one's, within Qonto's rate limits
 
 
@@ -125,9 +124,7 @@ class Pipeline:
     def _account(self, outcome: Outcome) -> None:
         self.totals.add(outcome)
         if outcome.paused is not None and time.monotonic() >= self._pause_until:
-            # The client's brake on refused credentials says how long; other refusals (403, a web
-            # page instead of the API) need a person too, so they wait as long as a first 401 would.
-            pause = self.client.paused_for or PAUSE_SECONDS
+            pause = self.client.pause_for()  # the client owns every pause that needs a person
             self._pause_until = time.monotonic() + pause
             log.error("paused: %s. Files stay in the inbox; next try in %.0f s.", outcome.paused, pause)
         for hold in outcome.retry:

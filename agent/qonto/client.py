@@ -84,10 +84,10 @@ class QontoClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @property
-    def paused_for(self) -> float:
-        """Seconds before refused credentials are tried again (0 when they were not refused)."""
-        return self._brake.remaining()
+    def pause_for(self) -> float:
+        """Seconds before a refusal that needs a person (401, 403, a web page) is worth trying again:
+        what is left of the credentials pause after a 401, else as long as a first 401 would wait."""
+        return self._brake.remaining() or self._brake.first
 
     @property
     def session_headers(self) -> Mapping[str, str]:

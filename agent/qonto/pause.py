@@ -23,6 +23,11 @@ class CredentialsPause:
         self._until = 0.0
         self._hint = ""
 
+    @property
+    def first(self) -> float:
+        """The first, shortest pause."""
+        return self._first
+
     def check(self) -> None:
         """Raise CredentialsError during a pause, so no request repeats refused credentials."""
         with self._lock:
