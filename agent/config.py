@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
+from agent.base import times
 from agent.base.errors import ConfigError
 from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
 
@@ -266,11 +267,8 @@ def check_credentials(q: QontoConfig) -> None:
 
 def parse_timestamp(value: str, what: str) -> datetime:
     """An RFC 3339 timestamp with a time zone, or a ConfigError that shows the expected form."""
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = times.parse(value)
+    if parsed is None:
         raise ConfigError(f'{what} is "{value}": write a time with its zone, e.g. "2026-01-01T00:00:00Z".')
     return parsed
 

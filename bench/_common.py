@@ -64,8 +64,10 @@ class Agent(AgentProcess):
         return self._reap() is None
 
     def wait(self, timeout: float) -> int:
-        return _wait_for(self._reap, timeout, interval=0.02, message=f"agent {self.pid} to exit",
-                         on_fail=self.tail) if self.alive() else self.returncode
+        """Its exit code, once it exits (an exit code of 0 is falsy: wait on "not alive")."""
+        _wait_for(lambda: not self.alive(), timeout, interval=0.02, message=f"agent {self.pid} to exit",
+                  on_fail=self.tail)
+        return self.returncode
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.alive():
