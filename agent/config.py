@@ -87,7 +87,7 @@ class QontoConfig:
 @dataclass(frozen=True)
 class InboxConfig:
     path: Path = Path("inbox")
-    patterns: tuple[str, ...] = ("*.pdf",)
+    patterns: tuple[str, ...] = ("*.pdf", "*.jpg", "*.jpeg", "*.png")  # what Qonto takes
     recursive: bool = False
     polling: bool | str = "auto"
     poll_interval_seconds: float = 5.0

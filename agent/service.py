@@ -138,8 +138,8 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 result["end"] = RunEnd.WATCHER_DIED
                 stopping.set()
                 break
-            for path in watcher.drain():
-                pipeline.track(path)
+            for path, writing in watcher.drain():
+                pipeline.track(path, writing)
             now = time.monotonic()
             if now >= next_rescan:
                 pipeline.resume()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.config import Config
@@ -28,10 +29,11 @@ def gather(config: Config) -> dict[str, Any]:
         beat = ledger.heartbeat() if ledger else None
         alive = beat is not None and time.time() - beat.at < ALIVE_WITHIN_SECONDS and _pid_alive(beat.pid)
         mode, why = (beat.mode, beat.why) if alive and beat else choose_mode(config.inbox)
+        candidates, not_taken = _survey(config)
         if alive:
             pending = [{"file": p.file, "since": iso(p.since), "reason": p.reason} for p in ledger.pending()]
         else:
-            pending = _unattended(config)
+            pending = _unattended(config, candidates)
         recent_uploads = [{"file": u.file_name, "invoice_id": u.invoice_id, "uploaded_at": iso(u.finished_at)}
                           for u in (ledger.recent("uploaded") if ledger else [])]
         recent_errors = [{"file": u.file_name, "errors": u.errors, "hint": u.hint, "failed_at": iso(u.finished_at)}
@@ -43,6 +45,7 @@ def gather(config: Config) -> dict[str, Any]:
             "inbox": str(config.inbox.path),
             "outbox": str(config.outbox.path),
             "pending": pending,
+            "not_taken": not_taken,
             "done_count": sum(1 for _ in iter_files(config.inbox.path / "done")),
             "error_count": sum(1 for _ in iter_files(config.inbox.path / "error")),
             "recent_uploads": recent_uploads,
@@ -57,13 +60,25 @@ def gather(config: Config) -> dict[str, Any]:
             ledger.close()
 
 
-def _unattended(config: Config) -> list[dict[str, Any]]:
-    """With no `run` alive, what sits in the inbox waits for one."""
+def _survey(config: Config) -> tuple[list[Path], list[dict[str, str]]]:
+    """The inbox's candidates, and the files the agent leaves where they are, each with why."""
     if not config.inbox.path.is_dir():
-        return []
+        return [], []
     rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
+    candidates, not_taken = [], []
+    for path, why in rules.survey():
+        if why is None:
+            candidates.append(path)
+        else:
+            not_taken.append({"file": str(path.relative_to(config.inbox.path)), "code": why.value,
+                              "reason": why.text})
+    return candidates, sorted(not_taken, key=lambda n: n["file"])
+
+
+def _unattended(config: Config, candidates: list[Path]) -> list[dict[str, Any]]:
+    """With no `run` alive, what sits in the inbox waits for one."""
     out = []
-    for path in rules.scan():
+    for path in candidates:
         try:
             since = path.stat().st_mtime
         except OSError:
@@ -95,6 +110,11 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"  waiting since {_ago(p['since'])}: {p['file']} — {p['reason']}")
     if len(data["pending"]) > 20:
         lines.append(f"  ... and {len(data['pending']) - 20} more")
+    if data["not_taken"]:
+        lines.append(f"not taken ({len(data['not_taken'])} file(s) left where they are):")
+        lines += [f"  {n['file']} — {n['reason']}" for n in data["not_taken"][:20]]
+        if len(data["not_taken"]) > 20:
+            lines.append(f"  ... and {len(data['not_taken']) - 20} more")
     if data["recent_uploads"]:
         lines.append("last uploads:")
         lines += [f"  {u['uploaded_at']}  {u['file']} → invoice {u['invoice_id']}" for u in data["recent_uploads"]]

@@ -124,7 +124,7 @@ def test_bad_inputs_get_their_outcome_and_odd_names_survive(tmp_path, sandbox, a
     wait_for(done_count(inbox, 3), message="the three odd names in done/", on_fail=agent.log)
     assert filed(inbox / "done") == sorted(odd)
     assert sorted(inv["file_name"] for inv in sandbox.invoices()) == sorted(odd)
-    errors = ["cut.pdf", "empty.pdf", "huge.pdf", "link.pdf", "notes.pdf"]
+    errors = ["cut.pdf", "empty.pdf", "huge.pdf", "notes.pdf"]
     wait_for(lambda: filed(inbox / "error") == errors, timeout=20, message=f"{errors} in error/",
              on_fail=lambda: f"{filed(inbox / 'error')}\n{agent.log()}")
     for name in errors:
@@ -132,10 +132,13 @@ def test_bad_inputs_get_their_outcome_and_odd_names_survive(tmp_path, sandbox, a
         assert sidecar["file"] == name and sidecar["errors"][0]["detail"] and sidecar["hint"].endswith(".")
         assert set(sidecar) >= {"file", "sha256", "idempotency_key", "errors", "failed_at", "hint"}
     assert json.loads((inbox / "error" / "huge.pdf.error.json").read_text())["errors"][0]["code"] == "too_large"
-    # ignored names stay where they are, untouched; the folder stays a folder; nothing outside was sent
+    # ignored names and the link stay where they are, untouched; the folder stays a folder; nothing
+    # outside was read or sent
     assert sorted(p.name for p in inbox.iterdir() if not p.is_dir()) == sorted(["Thumbs.db", ".~lock.a.pdf#",
-                                                                                 "~$temp.pdf"])
-    assert (inbox / "x.pdf").is_dir() and outside.exists()
+                                                                                 "~$temp.pdf", "link.pdf"])
+    assert (inbox / "x.pdf").is_dir() and outside.read_bytes() == pdf_bytes("outside secret")
+    assert (inbox / "link.pdf").is_symlink()
+    assert "link.pdf is left in the inbox: it is a link" in agent.log()
     assert sandbox.invoice_count() == 3
     assert agent.proc.poll() is None, agent.log()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from support import pdf_bytes, wait_for
 
+from agent.inbox import reasons
 from agent.inbox.filing import Filing
 from agent.inbox.batch import Batcher
 from agent.inbox.rules import Rules, is_ignored_name
@@ -68,21 +69,21 @@ def test_settler_waits_for_quiet_and_classifies(tmp_path):
     empty.write_bytes(b"")
     text = tmp_path / "text.pdf"
     text.write_text("hello, I am not a PDF")
-    settler = Settler(settle_seconds=0.3)
+    settler = Settler(tmp_path, settle_seconds=0.3)
     for p in (good, empty, text):
         settler.track(p)
     start = time.monotonic()
     ready, refused = _settle(settler)
     assert time.monotonic() - start >= 0.25  # fresh files wait for the settle time
     assert [r.path for r in ready] == [good]
-    assert {r.path.name: r.code for r in refused} == {"empty.pdf": "empty", "text.pdf": "not_pdf"}
-    assert all(r.hint.endswith(".") for r in refused)
+    assert {r.path.name: r.code for r in refused} == {"empty.pdf": "empty", "text.pdf": "not_supported"}
+    assert all(r.refusal.hint.endswith(".") for r in refused)
 
 
 def test_settler_restarts_the_clock_on_every_write(tmp_path):
     path = tmp_path / "slow.pdf"
     data = pdf_bytes("slow", size=6000)
-    settler = Settler(settle_seconds=0.4)
+    settler = Settler(tmp_path, settle_seconds=0.4)
     with open(path, "wb") as fh:
         for i in range(0, len(data), 1000):
             fh.write(data[i:i + 1000])
@@ -98,29 +99,31 @@ def test_settler_restarts_the_clock_on_every_write(tmp_path):
 def test_pdf_without_trailer_waits_then_goes_to_error(tmp_path):
     path = tmp_path / "cut.pdf"
     path.write_bytes(b"%PDF-1.4\n" + b"x" * 5000)
-    settler = Settler(settle_seconds=0.1, incomplete_after_seconds=0.6)
+    settler = Settler(tmp_path, settle_seconds=0.1, incomplete_after_seconds=0.6)
     settler.track(path)
 
     def waiting_for_trailer():
         settler.poll()
-        return settler.pending()[0][2].startswith("waiting for the end of the PDF")
+        return settler.pending()[0][2] == reasons.UNFINISHED
 
     wait_for(waiting_for_trailer, timeout=2, message="the settler to wait for the trailer")
     ready, refused = _settle(settler)
     assert not ready and [r.code for r in refused] == ["incomplete"]
 
 
-def test_symlink_is_refused_and_never_read(tmp_path):
+def test_symlink_is_left_aside_and_never_read(tmp_path):
     outside = tmp_path / "secret.pdf"
     outside.write_bytes(pdf_bytes("secret"))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     link = inbox / "link.pdf"
     link.symlink_to(outside)
-    settler = Settler(settle_seconds=0.0)
+    settler = Settler(inbox, settle_seconds=0.0)
     settler.track(link)
-    ready, refused = _settle(settler)
-    assert not ready and [r.code for r in refused] == ["symlink"]
+    for _ in range(3):
+        assert settler.poll() == ([], [])
+    assert settler.unaccepted() == {link: reasons.Unaccepted.LINK}
+    assert not settler.settling() and settler.pending() == []
 
 
 def _ready(n, size=1000):

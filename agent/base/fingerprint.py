@@ -15,13 +15,19 @@ NAMESPACE = uuid.UUID("fb62e918-3a96-55e2-8dcb-d8aa14514dee")
 CHUNK = 1 << 20  # 1 MiB: constant memory, few system calls
 
 
-def sha256_stream(stream: BinaryIO) -> str:
-    """Lowercase hex SHA-256 of everything left in `stream`, read in fixed-size chunks."""
+def sha256_stream(stream: BinaryIO, copy_to: BinaryIO | None = None) -> str:
+    """Lowercase hex SHA-256 of everything left in `stream`, read in fixed-size chunks.
+
+    With `copy_to`, the same chunks are written there: a snapshot whose bytes are exactly the
+    ones hashed, whatever happens to the source afterwards.
+    """
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     while n := stream.readinto(buf):
         digest.update(view[:n])
+        if copy_to is not None:
+            copy_to.write(view[:n])
     return digest.hexdigest()
 
 

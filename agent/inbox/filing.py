@@ -12,12 +12,14 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
-from agent.base import files as atomic
+from agent.base import beneath, files as atomic
+from agent.base.beneath import Identity
 from agent.base.files import ProcessLock
 from agent.base.errors import ConfigError
 
@@ -33,6 +35,7 @@ class Claim:
     path: Path
     rel: Path
     dropped_at: float
+    settled: Identity | None = None  # what the settler judged, for a fresh claim
 
     @property
     def name(self) -> str:
@@ -68,40 +71,46 @@ class Filing:
 
     # --- claiming ---------------------------------------------------------------------------------
 
-    def claim(self, path: Path, dropped_at: float) -> Claim | None:
-        """Take a file by atomic rename; None when another process (or a person) took it first."""
+    def claim(self, path: Path, dropped_at: float, settled: Identity | None = None) -> Claim | None:
+        """Take a file by atomic rename; None when it is gone, or reached only through a link."""
         rel = path.relative_to(self.inbox)
         token = self.own / f"{int(dropped_at * 1000)}-{uuid.uuid4().hex[:8]}"
         token.mkdir()
-        target = token / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(path, target)
-        except FileNotFoundError:
+            beneath.move(self.inbox, rel, token, rel, clobber=True)
+        except OSError as exc:
             shutil.rmtree(token, ignore_errors=True)
-            return None
-        return Claim(target, rel, dropped_at)
+            if isinstance(exc, FileNotFoundError) or beneath.is_link_error(exc):
+                return None  # taken by someone else, or a folder on the way became a link: not ours
+            raise
+        return Claim(token / rel, rel, dropped_at, settled)
 
     def claims(self) -> list[Claim]:
-        """Every file in this process's claim folder (after adoption: the ones a crash left)."""
+        """Every entry in this process's claim folder (after adoption: the ones a crash left).
+
+        Links are listed too, never followed: the uploader refuses them like any other file.
+        """
         out = []
-        for token in sorted(p for p in self.own.iterdir() if p.is_dir()):
+        for token in sorted(p for p in self.own.iterdir() if _is_real_dir(p)):
             try:
                 dropped_at = int(token.name.split("-", 1)[0]) / 1000
             except ValueError:
-                dropped_at = token.stat().st_mtime
-            files = [p for p in token.rglob("*") if p.is_file() or p.is_symlink()]
-            if not files:
+                dropped_at = token.lstat().st_mtime
+            found = []
+            for folder, dirs, names in os.walk(token):  # never descends into a link
+                found += [Path(folder, n) for n in names if not n.startswith(".")]
+                found += [Path(folder, d) for d in dirs if not _is_real_dir(Path(folder, d))]
+            if not found:
                 shutil.rmtree(token, ignore_errors=True)
-            out.extend(Claim(f, f.relative_to(token), dropped_at) for f in files)
+            out.extend(Claim(f, f.relative_to(token), dropped_at) for f in sorted(found))
         return out
 
     def adopt_orphans(self) -> int:
-        """Take over the claim folders of processes that died; returns how many files came back."""
+        """Take over the claim folders of processes that died; returns how many entries came back."""
         adopted = 0
         for folder in self.processing.iterdir():
-            if not folder.is_dir() or folder == self.own:
-                continue
+            if not _is_real_dir(folder) or folder == self.own:
+                continue  # a link planted here is never entered
             lock = ProcessLock(self.processing / f"{folder.name}.lock")
             if not lock.acquire(blocking=False):
                 continue  # its process is alive and working on it
@@ -109,7 +118,7 @@ class Filing:
                 for token in folder.iterdir():
                     try:
                         os.rename(token, self.own / token.name)
-                        adopted += sum(1 for p in (self.own / token.name).rglob("*") if not p.is_dir())
+                        adopted += 1
                     except OSError as exc:
                         log.warning("could not adopt %s from a stopped agent: %s", token, exc)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -125,58 +134,70 @@ class Filing:
 
     def to_error(self, claim: Claim, sidecar: dict[str, Any]) -> Path:
         """Move to error/ with `<name>.error.json` beside it, saying why and what to do."""
-        return self._file_away(claim, self.error, sidecar)
+        target = self._file_away(claim, self.error)
+        atomic.write_json(target.with_name(target.name + ".error.json"), {**sidecar, "file": target.name})
+        return target
+
+    def file_snapshot(self, claim: Claim, snapshot: BinaryIO) -> Path:
+        """File the bytes that were sent in done/ under the claim's name, when the original changed
+        after it was copied: done/ then holds what Qonto holds."""
+        token = claim.path.relative_to(self.own).parts[0]
+        path = self.own / token / f".sent-{uuid.uuid4().hex[:8]}"
+        snapshot.seek(0)
+        with open(path, "xb") as out:
+            shutil.copyfileobj(snapshot, out)
+            out.flush()
+            os.fsync(out.fileno())
+        return self._file_away(Claim(path, Path(claim.name), claim.dropped_at), self.done, keep_token=True)
 
     def release(self, claim: Claim) -> Path | None:
-        """Put a claimed file back where it was found, to be tried again later."""
-        target = _free_name(self.inbox / claim.rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        """Put a claimed file back where it was found (or at the inbox's top if that folder became a
+        link), to be tried again later; None when it is gone."""
         try:
-            _move_no_clobber(claim.path, target)
-        except FileNotFoundError:
-            return None
-        _drop_token(claim, self.own)
+            return self._move_out(claim, self.inbox, claim.rel)
+        except OSError as exc:
+            if not beneath.is_link_error(exc):
+                raise
+            return self._move_out(claim, self.inbox, Path(claim.name))
+
+    def _file_away(self, claim: Claim, folder: Path, keep_token: bool = False) -> Path:
+        target = self._move_out(claim, folder, Path(claim.name), keep_token)
+        if target is None:
+            raise FileNotFoundError(errno.ENOENT, "the claimed file disappeared", str(claim.path))
         return target
 
-    def _file_away(self, claim: Claim, folder: Path, sidecar: dict[str, Any] | None = None) -> Path:
-        while True:
-            target = _free_name(folder / claim.name)
-            if sidecar is not None:
-                atomic.write_json(target.with_name(target.name + ".error.json"), {**sidecar, "file": target.name})
+    def _move_out(self, claim: Claim, root: Path, rel: Path, keep_token: bool = False) -> Path | None:
+        """Move a claimed file to `root/rel`, or the first free `name (n).ext` beside it; never replaces."""
+        source = claim.path.relative_to(self.own)
+        for candidate in _names(rel):
             try:
-                _move_no_clobber(claim.path, target)
-                break
-            except FileExistsError:  # another agent took that name a moment ago: pick the next
+                beneath.move(self.own, source, root, candidate, clobber=False)
+            except FileExistsError:  # taken (perhaps a moment ago by another agent): the next name
                 continue
-        _drop_token(claim, self.own)
-        return target
+            except FileNotFoundError:
+                if (self.own / source).is_symlink() or (self.own / source).exists():
+                    raise
+                return None
+            if not keep_token:
+                _drop_token(claim, self.own)
+            return root / candidate
+        raise AssertionError("unreachable: _names is endless")
 
 
-def _free_name(target: Path) -> Path:
-    """`invoice.pdf`, else `invoice (2).pdf`, `invoice (3).pdf`, ... whichever does not exist yet."""
-    if not target.exists() and not target.is_symlink():
-        return target
-    stem, suffix = target.stem, target.suffix
+def _names(rel: Path) -> Iterator[Path]:
+    """`invoice.pdf`, then `invoice (2).pdf`, `invoice (3).pdf`, ..."""
+    yield rel
     n = 2
     while True:
-        candidate = target.with_name(f"{stem} ({n}){suffix}")
-        if not candidate.exists() and not candidate.is_symlink():
-            return candidate
+        yield rel.with_name(f"{rel.stem} ({n}){rel.suffix}")
         n += 1
 
 
-def _move_no_clobber(src: Path, dst: Path) -> None:
-    """Rename without ever replacing an existing file: a hard link fails if `dst` exists."""
+def _is_real_dir(path: Path) -> bool:
     try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError as exc:  # FileExistsError (EEXIST) is re-raised below, as the caller expects
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EACCES):
-            raise
-        if dst.exists():  # a file system without hard links (some SMB/FAT mounts)
-            raise FileExistsError(errno.EEXIST, "exists", str(dst)) from None
-        os.rename(src, dst)
-        return
-    os.unlink(src)
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _drop_token(claim: Claim, own: Path) -> None:

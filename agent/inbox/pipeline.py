@@ -17,6 +17,7 @@ from agent.config import Config
 from agent.inbox.batch import Batcher
 from agent.inbox.filing import Filing
 from agent.inbox.hold import Hold
+from agent.inbox.reasons import Unaccepted
 from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Settler
 from agent.inbox.uploader import Outcome, Uploader
@@ -56,7 +57,7 @@ class Pipeline:
         self.ledger = ledger
         self.filing = filing
         self.rules = Rules(cfg.path, cfg.patterns, cfg.recursive)
-        self.settler = Settler(cfg.settle_seconds, cfg.incomplete_after_seconds)
+        self.settler = Settler(cfg.path, cfg.settle_seconds, cfg.incomplete_after_seconds, ledger)
         self.batcher = Batcher(cfg.batch_size, cfg.debounce_seconds, cfg.max_wait_seconds)
         self.client = client
         self.uploader = Uploader(config, client, ledger, filing)
@@ -67,6 +68,7 @@ class Pipeline:
         self._wake = wake
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload")
         self._in_flight: dict[Future, list[Ready]] = {}
+        self._told: set[tuple[Path, Unaccepted]] = set()  # files left aside, each logged once
 
     def resume(self) -> None:
         """Files claimed by this process's dead predecessors are sent first, as they were ready."""
@@ -77,17 +79,41 @@ class Pipeline:
         for start in range(0, len(claims), self.config.inbox.batch_size):
             self._account(self.uploader.send_claims(claims[start:start + self.config.inbox.batch_size]))
 
-    def track(self, path: Path) -> None:
-        self.settler.track(path)
+    def track(self, path: Path, writing: bool | None = None) -> None:
+        """A path to look at (an event's hint); `writing` is what inotify said of a writer, if anything."""
+        verdict = self.rules.classify(path)
+        if verdict is True:
+            if writing is None:
+                self.settler.track(path)
+            else:
+                self.settler.writing(path, writing)
+        elif verdict:
+            self._tell(path, verdict)
 
     def scan(self) -> None:
-        for path in self.rules.scan():
-            self.settler.track(path)
+        """Look at everything in the inbox: work is tracked, what is left aside is said once."""
+        for path, why in self.rules.survey():
+            if why is None or why in (Unaccepted.HARD_LINK, Unaccepted.LINK):
+                self.settler.track(path)  # the settler looks again, and lists it while it stays so
+            else:
+                self._tell(path, why)
+
+    def _tell(self, path: Path, why: Unaccepted) -> None:
+        if (path, why) not in self._told:
+            self._told.add((path, why))
+            log.warning("%s is left in the inbox: %s", path.relative_to(self.config.inbox.path), why.text)
+
+    def unaccepted(self) -> list[tuple[Path, Unaccepted]]:
+        """Files left aside that this process has seen, still there (for `upload`'s summary)."""
+        found = dict(self._told) | self.settler.unaccepted()
+        return sorted((p, why) for p, why in found.items() if p.exists() or p.is_symlink())
 
     def tick(self, flush: bool = False) -> float | None:
         """Do what is due; return seconds until something may be due again (None: wait for events)."""
         self._collect()
         ready, refused = self.settler.poll()
+        for path, why in self.settler.unaccepted().items():
+            self._tell(path, why)
         for item in refused:
             self.uploader.refuse(item)
             self.totals.failed += 1

@@ -5,11 +5,13 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from agent.config import InboxConfig
+from agent.inbox.reasons import Unaccepted
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +35,41 @@ def is_ignored_name(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Rules:
-    """Which paths under the inbox are work: matching, not ignored, not in the archive."""
+    """Which paths under the inbox are work, which are left aside with a reason, which are not ours."""
 
     root: Path
     patterns: tuple[str, ...]
     recursive: bool
 
-    def wants(self, path: Path) -> bool:
+    def classify(self, path: Path) -> bool | Unaccepted:
+        """True for work; an `Unaccepted` reason for a file left where it is; False for what is not
+        ours to mention (outside, the archive, dot-folders, ignored names)."""
         try:
             rel = path.relative_to(self.root)
         except ValueError:
             return False
         parts = rel.parts
-        if not parts or (len(parts) > 1 and not self.recursive):
-            return False
-        if parts[0] in ARCHIVE_DIRS or any(p.startswith(".") or p.lower() == "@eadir" for p in parts[:-1]):
+        if not parts or parts[0] in ARCHIVE_DIRS or any(_hidden(p) for p in parts[:-1]):
             return False
         name = parts[-1]
-        return not is_ignored_name(name) and any(fnmatch.fnmatch(name.lower(), p) for p in self.patterns)
+        if is_ignored_name(name):
+            return False
+        if len(parts) > 1 and not self.recursive:
+            return Unaccepted.SUBFOLDER
+        if not any(fnmatch.fnmatch(name.lower(), p) for p in self.patterns):
+            return Unaccepted.OTHER_TYPE
+        return True
+
+    def wants(self, path: Path) -> bool:
+        return self.classify(path) is True
 
     def prune(self, rel_dir: Path, name: str) -> bool:
         """True for a folder a scan must not enter: the archive and dot-folders (their size never costs CPU)."""
-        return (rel_dir == Path(".") and name in ARCHIVE_DIRS) or name.startswith(".") or name.lower() == "@eadir"
+        return (rel_dir == Path(".") and name in ARCHIVE_DIRS) or _hidden(name)
 
-    def scan(self) -> Iterator[Path]:
-        """Every candidate file under the inbox, never entering the archive or following links."""
+    def survey(self) -> Iterator[tuple[Path, Unaccepted | None]]:
+        """Every file under the inbox that is work (None) or left aside (with why), never following
+        links; without `recursive`, subfolders are looked into one level deep, only to say so."""
         stack = [self.root]
         while stack:
             folder = stack.pop()
@@ -68,11 +80,20 @@ class Rules:
                 continue
             rel_dir = folder.relative_to(self.root)
             for entry in entries:
+                path = Path(entry.path)
                 if entry.is_dir(follow_symlinks=False):
-                    if self.recursive and not self.prune(rel_dir, entry.name):
-                        stack.append(Path(entry.path))
-                elif self.wants(Path(entry.path)):
-                    yield Path(entry.path)
+                    if not self.prune(rel_dir, entry.name) and (self.recursive or folder == self.root):
+                        stack.append(path)
+                    continue
+                verdict = self.classify(path)
+                if verdict is False:
+                    continue
+                problem = _entry_problem(entry)
+                yield path, problem if verdict is True or problem is Unaccepted.LINK else verdict
+
+    def scan(self) -> Iterator[Path]:
+        """Every candidate file under the inbox, never entering the archive or following links."""
+        return (path for path, why in self.survey() if why is None)
 
     def listdir(self, path: str) -> Iterator[os.DirEntry]:
         """`os.scandir` for the polling observer, minus the archive and dot-folders."""
@@ -81,6 +102,23 @@ class Rules:
             if entry.is_dir(follow_symlinks=False) and self.prune(rel_dir, entry.name):
                 continue
             yield entry
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() == "@eadir"
+
+
+def _entry_problem(entry: os.DirEntry) -> Unaccepted | None:
+    """A link, a device or a hard-linked file is left where it is (a matching name is not enough)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None  # gone meanwhile: the settler will see
+    if stat.S_ISLNK(st.st_mode):
+        return Unaccepted.LINK
+    if not stat.S_ISREG(st.st_mode):
+        return Unaccepted.NOT_A_FILE
+    return Unaccepted.HARD_LINK if st.st_nlink > 1 else None
 
 
 def filesystem_type(path: Path) -> str | None:

@@ -1,28 +1,42 @@
-"""Settle: decide when each watched file is complete, and what is wrong with the ones that never will be."""
+"""Settle: decide when each watched file is complete, and what is wrong with the ones that never will be.
+
+A file is ready when, reached without following any link, it is an ordinary file with one name,
+unchanged (device, inode, size, mtime) for `settle_seconds` on the monotonic clock, not held open
+by a writer (inotify's close-after-write, where the OS tells), and whole by its structure
+(`content.judge`). An old modification time never shortens the wait: copies keep old mtimes.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from agent.base import beneath
+from agent.base.beneath import Identity
+from agent.inbox import reasons
+from agent.inbox.content import Kind, State, judge
 from agent.inbox.hold import Hold
-from agent.qonto.limits import MAX_FILE_BYTES
+from agent.inbox.reasons import Refusal, Unaccepted
 
 log = logging.getLogger(__name__)
 
-TRAILER_WINDOW = 2048  # `%%EOF` must be within this many bytes of the end
+SLOW_LOOK_SECONDS = 1.0  # how often an unfinished or unaccepted file is looked at again
 
 
 @dataclass(frozen=True)
 class Ready:
-    """A complete file, ready to be claimed and sent."""
+    """A complete file, ready to be claimed and sent: `identity` is what was judged."""
 
     path: Path
     size: int
     dropped_at: float  # wall clock when the agent first saw it
+    identity: Identity | None = None
+    kind: Kind | None = None
 
 
 @dataclass(frozen=True)
@@ -31,19 +45,31 @@ class Refused:
 
     path: Path
     size: int
-    code: str
-    detail: str
-    hint: str
+    refusal: Refusal
+
+    @property
+    def code(self) -> str:
+        return self.refusal.code
+
+
+class FirstSeen(Protocol):
+    """Where the age of an unfinished file is kept, so it survives restarts and `upload` passes."""
+
+    def first_seen(self, rel: str, inode: int, now: float) -> float: ...
+    def forget_seen(self, rel: str) -> None: ...
 
 
 @dataclass
 class _Seen:
-    size: int
-    mtime_ns: int
-    quiet_since: float  # monotonic: when this (size, mtime) was first observed
+    identity: Identity | None
+    quiet_since: float  # monotonic: when this identity was first observed
     first_seen: float  # wall clock: when the agent first saw the file
-    observations: int = 1
-    verdict: str | None = None  # cached content check for this (size, mtime)
+    state: State | None = None  # content judged for this identity
+    refusal: Refusal | None = None  # it could not even be read
+    kind: Kind | None = None
+    unfinished_since: float | None = None  # monotonic start of the unfinished clock (carried age included)
+    writer_open: float | None = None  # monotonic: a write was seen and no close-after-write yet
+    unaccepted: Unaccepted | None = None
     hold_until: float = 0.0  # monotonic: not before (retry backoff, credentials pause)
     hold_reason: str = ""
 
@@ -52,151 +78,162 @@ class _Seen:
 class Settler:
     """Decides when each watched file is complete, and what is wrong with the ones that never will be."""
 
+    root: Path
     settle_seconds: float
     incomplete_after_seconds: float = 3600.0
+    ages: FirstSeen | None = None
     files: dict[Path, _Seen] = field(default_factory=dict)
 
     def track(self, path: Path) -> None:
         if path not in self.files:
-            try:
-                st = path.lstat()
-            except OSError:
-                return
-            self.files[path] = _Seen(st.st_size, st.st_mtime_ns, time.monotonic(), time.time())
+            self.files[path] = _Seen(None, time.monotonic(), time.time())
+
+    def writing(self, path: Path, open_: bool) -> None:
+        """The OS reported a write (`open_`) or a close after writing on `path`."""
+        self.track(path)
+        self.files[path].writer_open = time.monotonic() if open_ else None
 
     def hold(self, hold: Hold) -> None:
         """Keep a file (back in the inbox after an attempt, or paused) from being offered until the hold ends."""
         self.track(hold.path)
-        seen = self.files.get(hold.path)
-        if seen:
-            seen.hold_until = hold.until
-            seen.hold_reason = hold.reason
-            if hold.first_seen is not None:
-                seen.first_seen = min(seen.first_seen, hold.first_seen)
+        seen = self.files[hold.path]
+        seen.hold_until = hold.until
+        seen.hold_reason = hold.reason
+        if hold.first_seen is not None:
+            seen.first_seen = min(seen.first_seen, hold.first_seen)
 
     def poll(self) -> tuple[list[Ready], list[Refused]]:
-        """Look at every tracked file once; return those now ready and those refused."""
+        """Look at every tracked file that is due; return those now ready and those refused."""
         ready: list[Ready] = []
         refused: list[Refused] = []
         now = time.monotonic()
         for path, seen in list(self.files.items()):
             if seen.hold_until > now:
                 continue
-            try:
-                st = path.lstat()
-            except OSError:  # deleted or moved away meanwhile: nothing to do
-                self.files.pop(path)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                self.files.pop(path)
-                refused.append(Refused(path, 0, "symlink", "the file is a symbolic link",
-                                       "Links are never followed out of the inbox: copy the file itself "
-                                       "into the inbox instead of linking to it."))
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                self.files.pop(path)
-                log.debug("ignoring %s: not a regular file", path.name)
-                continue
-            if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
-                seen.size, seen.mtime_ns, seen.quiet_since = st.st_size, st.st_mtime_ns, now
-                seen.observations, seen.verdict = 1, None
-                continue
-            seen.observations += 1
-            if not self._quiet(seen, now):
-                continue
-            verdict = seen.verdict or self._check(path, seen.size)
-            seen.verdict = verdict
-            if verdict == "ok":
-                self.files.pop(path)
-                ready.append(Ready(path, seen.size, seen.first_seen))
-            elif verdict == "incomplete":
-                if time.time() - seen.first_seen >= self.incomplete_after_seconds:
-                    self.files.pop(path)
-                    refused.append(Refused(
-                        path, seen.size, "incomplete",
-                        f"the PDF never got its end marker (%%EOF) in {self.incomplete_after_seconds / 60:.0f} minutes",
-                        "The file looks cut off (an interrupted scan or copy): scan or copy it again."))
-            else:
-                self.files.pop(path)
-                refused.append(_refusal(path, seen.size, verdict))
+            verdict = self._look(path, seen, now)
+            if isinstance(verdict, Ready):
+                ready.append(verdict)
+            elif isinstance(verdict, Refused):
+                refused.append(verdict)
+            if verdict is not None:
+                self._forget(path)
         return ready, refused
 
-    def _quiet(self, seen: _Seen, now: float) -> bool:
-        if now - seen.quiet_since >= self.settle_seconds:
-            return True
-        # A file already old when first seen (start-up scan, `upload`) need not wait the full
-        # settle time again: two identical looks and an mtime older than settle_seconds suffice.
-        age = time.time() - seen.mtime_ns / 1e9
-        return seen.observations >= 2 and now - seen.quiet_since >= min(0.5, self.settle_seconds) \
-            and age >= self.settle_seconds
-
-    @staticmethod
-    def _check(path: Path, size: int) -> str:
-        """'ok', 'incomplete' (PDF still missing its trailer) or the reason it can never go."""
-        if size == 0:
-            return "empty"
-        if size > MAX_FILE_BYTES:
-            return "too_large"
-        if not path.name.lower().endswith(".pdf"):
-            return "ok"
+    def _look(self, path: Path, seen: _Seen, now: float) -> Ready | Refused | bool | None:
+        """Ready, Refused, True (gone: forget it) or None (keep watching)."""
+        rel = path.relative_to(self.root)
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(5)
-                fh.seek(max(0, size - TRAILER_WINDOW))
-                tail = fh.read(TRAILER_WINDOW)
+            st = beneath.lstat(self.root, rel)
+        except FileNotFoundError:
+            return True
         except OSError as exc:
-            return f"unreadable:{exc.strerror or exc}"
-        if head != b"%PDF-":
-            return "not_pdf"
-        return "ok" if b"%%EOF" in tail else "incomplete"
+            if not beneath.is_link_error(exc):
+                log.debug("cannot look at %s: %s", rel, exc)
+                return True
+            st = None  # a folder on the way is a link
+        seen.unaccepted = _unaccepted(st)
+        if seen.unaccepted:
+            seen.quiet_since, seen.hold_until = now, now + SLOW_LOOK_SECONDS
+            return None
+        identity = Identity.of(st)
+        if identity != seen.identity:
+            seen.identity, seen.quiet_since, seen.state, seen.refusal = identity, now, None, None
+            return None
+        if seen.writer_open is not None and now - seen.writer_open < self.incomplete_after_seconds:
+            return None  # a scanner pausing between pages still holds the file open
+        if now - seen.quiet_since < self.settle_seconds:
+            return None
+        if seen.state is None and seen.refusal is None and not self._judge(rel, seen):
+            seen.quiet_since = now
+            return None  # it changed while being read: look again once it is quiet
+        if seen.refusal is not None:
+            return Refused(path, identity.size, seen.refusal)
+        if seen.state is State.COMPLETE:
+            return Ready(path, identity.size, seen.first_seen, identity, seen.kind)
+        if seen.state is State.WRITING:
+            return self._unfinished(path, rel, seen, now)
+        assert seen.state is not None
+        return Refused(path, identity.size, reasons.refusal(seen.state, identity.size))
+
+    def _judge(self, rel: Path, seen: _Seen) -> bool:
+        """Judge the content of the identity seen; False when the file changed meanwhile."""
+        try:
+            fd, st = beneath.open_file(self.root, rel)
+        except OSError as exc:
+            if beneath.is_link_error(exc) or isinstance(exc, FileNotFoundError):
+                return False
+            seen.refusal = reasons.unreadable(exc.strerror or str(exc))
+            return True
+        try:
+            if Identity.of(st) != seen.identity:
+                return False
+            judged = judge(fd, st.st_size)
+        finally:
+            os.close(fd)
+        seen.state, seen.kind = judged.state, judged.kind
+        log.debug("%s: %s (%s)", rel, judged.state, judged.why)
+        return True
+
+    def _unfinished(self, path: Path, rel: Path, seen: _Seen, now: float) -> Refused | None:
+        """An unfinished file waits; after `incomplete_after_seconds` since first seen, it is refused."""
+        if seen.unfinished_since is None:
+            carried = 0.0
+            if self.ages is not None and seen.identity is not None:
+                wall = time.time()
+                carried = max(0.0, wall - self.ages.first_seen(str(rel), seen.identity.ino, wall))
+            seen.unfinished_since = now - carried
+        seen.hold_until = now + SLOW_LOOK_SECONDS
+        if now - seen.unfinished_since < self.incomplete_after_seconds:
+            return None
+        assert seen.identity is not None
+        return Refused(path, seen.identity.size, reasons.incomplete(self.incomplete_after_seconds))
+
+    def _forget(self, path: Path) -> None:
+        seen = self.files.pop(path)
+        if self.ages is not None and seen.unfinished_since is not None:
+            self.ages.forget_seen(str(path.relative_to(self.root)))
 
     def settling(self) -> bool:
-        """Some file may become ready soon (not held back, not waiting for a scanner to finish)."""
+        """Some file may become ready soon (not held back, unfinished or left aside)."""
         now = time.monotonic()
-        return any(seen.hold_until <= now and seen.verdict != "incomplete" for seen in self.files.values())
+        return any(seen.hold_until <= now and seen.state is not State.WRITING and seen.unaccepted is None
+                   for seen in self.files.values())
 
     def next_check(self) -> float | None:
         """Seconds until a tracked file may change state (None when nothing is tracked)."""
         if not self.files:
             return None
         now = time.monotonic()
-        waits = []
-        for seen in self.files.values():
-            if seen.hold_until > now:
-                waits.append(seen.hold_until - now)
-            elif seen.verdict == "incomplete":
-                waits.append(1.0)  # a slow scanner: look once a second, not on every tick
-            else:
-                waits.append(0.1)
+        waits = [seen.hold_until - now if seen.hold_until > now else 0.1 for seen in self.files.values()]
         return max(0.05, min(waits))
 
+    def unaccepted(self) -> dict[Path, Unaccepted]:
+        return {path: seen.unaccepted for path, seen in self.files.items() if seen.unaccepted}
+
     def pending(self) -> list[tuple[Path, float, str]]:
-        """(path, first seen, why it waits) for `status`."""
+        """(path, first seen, why it waits) for `status`; files left aside are listed by `unaccepted`."""
         now = time.monotonic()
         out = []
         for path, seen in self.files.items():
-            if seen.hold_until > now:
+            if seen.unaccepted:
+                continue
+            if seen.state is State.WRITING:
+                reason = reasons.UNFINISHED
+            elif seen.hold_until > now:
                 reason = seen.hold_reason
-            elif seen.verdict == "incomplete":
-                reason = "waiting for the end of the PDF (%%EOF): a scan or copy still in progress"
+            elif seen.writer_open is not None:
+                reason = reasons.WRITER_OPEN
             else:
-                reason = "settling: waiting until the file stops changing"
+                reason = reasons.SETTLING
             out.append((path, seen.first_seen, reason))
         return out
 
 
-def _refusal(path: Path, size: int, verdict: str) -> Refused:
-    if verdict == "empty":
-        return Refused(path, size, "empty", "the file is empty (0 bytes)",
-                       "The copy or scan did not finish: save the invoice again into the inbox.")
-    if verdict == "too_large":
-        return Refused(path, size, "too_large",
-                       f"the file is {size / 1e6:.1f} MB; Qonto accepts at most 10 MB per invoice",
-                       "Compress the PDF or scan at a lower resolution, then drop it into the inbox again.")
-    if verdict == "not_pdf":
-        return Refused(path, size, "not_pdf", "the file is named .pdf but its content is not a PDF",
-                       "Export or print the document to a real PDF and drop that into the inbox.")
-    reason = verdict.split(":", 1)[1] if ":" in verdict else verdict
-    return Refused(path, size, "unreadable", f"the file could not be read ({reason})",
-                   "Make the file readable by the user running qonto-agent, then move it back into the inbox.")
-
+def _unaccepted(st: os.stat_result | None) -> Unaccepted | None:
+    if st is None or stat.S_ISLNK(st.st_mode):
+        return Unaccepted.LINK
+    if not stat.S_ISREG(st.st_mode):
+        return Unaccepted.NOT_A_FILE
+    if st.st_nlink > 1:
+        return Unaccepted.HARD_LINK
+    return None

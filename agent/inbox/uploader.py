@@ -8,18 +8,22 @@ or still in the inbox, and the ledger tells whether its content already became a
 from __future__ import annotations
 
 import logging
-import mimetypes
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
-from agent.config import Config
+from agent.base import beneath
 from agent.base.errors import (CredentialsError, HTMLAnswerError, PermissionDenied, QontoError,
-                          RequestRejected)
+                               RequestRejected)
+from agent.base.fingerprint import idempotency_key, sha256_stream
 from agent.base.times import iso
+from agent.config import Config
 from agent.inbox.filing import Claim, Filing
-from agent.base.fingerprint import forced_key, idempotency_key, sha256_file
 from agent.inbox.hold import Hold
+from agent.inbox.prepare import Back, Prepared, prepare
+from agent.inbox.reasons import Refusal
+from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Refused
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import QontoClient
@@ -41,20 +45,13 @@ class Outcome:
     paused: QontoError | None = None
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    claim: Claim
-    sha256: str
-    key: str
-    size: int
-
-
 class Uploader:
     def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing) -> None:
         self.config = config
         self.client = client
         self.ledger = ledger
         self.filing = filing
+        self.rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
 
     # --- the two entry points -------------------------------------------------------------------
 
@@ -63,41 +60,38 @@ class Uploader:
         claim = self.filing.claim(refused.path, time.time())
         if claim is None:
             return
-        sha = key = None
-        if refused.code not in ("symlink", "unreadable"):
-            try:
-                sha = sha256_file(claim.path)
-                key = idempotency_key(sha)
-            except OSError:
-                pass
-        errors = [{"code": refused.code, "detail": refused.detail}]
-        self.ledger.record_local_error(sha, key, claim.name, refused.size, errors, refused.hint)
-        self._to_error(claim, sha, key, errors, refused.hint)
+        sha = _sha_of(claim, self.filing.own) if refused.code != "unreadable" else None
+        self._refuse(claim, sha, refused.size, refused.refusal)
 
     def send(self, batch: list[Ready], *, force: bool = False) -> Outcome:
         """Claim the files of a batch and upload them; files already claimed go through `send_claims`."""
-        claims = [c for c in (self.filing.claim(r.path, r.dropped_at) for r in batch) if c]
+        claims = [c for c in (self.filing.claim(r.path, r.dropped_at, r.identity) for r in batch) if c]
         return self.send_claims(claims, force=force)
 
     def send_claims(self, claims: list[Claim], *, force: bool = False) -> Outcome:
+        """Check, snapshot and send claimed files: every claim passes the same checks (`prepare`)."""
         outcome = Outcome()
-        prepared: list[_Prepared] = []
-        for claim in claims:
-            try:
-                size = claim.path.stat().st_size
-                sha = sha256_file(claim.path)
-            except OSError as exc:
-                hint = "Make the file readable by the user running qonto-agent, then move it back into the inbox."
-                errors = [{"code": "unreadable", "detail": f"the file could not be read ({exc.strerror or exc})"}]
-                self.ledger.record_local_error(None, None, claim.name, 0, errors, hint)
-                self._to_error(claim, None, None, errors, hint)
-                outcome.failed.append(claim.name)
-                continue
-            key = forced_key(sha, f"{time.time():.6f}") if force else idempotency_key(sha)
-            prepared.append(_Prepared(claim, sha, key, size))
+        prepared: list[Prepared] = []
+        try:
+            for claim in claims:
+                ready = prepare(claim, self.filing.own, self.rules, force=force, salt=f"{time.time():.6f}")
+                if isinstance(ready, Prepared):
+                    prepared.append(ready)
+                elif isinstance(ready, Back):
+                    log.info("%s: not sent now (%s); it goes back to the inbox to settle again", claim.name, ready.why)
+                    self._back(claim, ready.why, outcome)
+                elif isinstance(ready, Refusal):
+                    self._refuse(claim, None, 0, ready)
+                    outcome.failed.append(claim.name)
+            self._send_prepared(prepared, force, outcome)
+        finally:
+            for item in prepared:
+                item.close()
+        return outcome
 
-        to_send: dict[str, _Prepared] = {}
-        twins: list[_Prepared] = []
+    def _send_prepared(self, prepared: list[Prepared], force: bool, outcome: Outcome) -> None:
+        to_send: dict[str, Prepared] = {}
+        twins: list[Prepared] = []
         for item in prepared:
             if item.sha256 in to_send:
                 twins.append(item)  # the same bytes twice in one batch: send once, then file as duplicate
@@ -108,11 +102,10 @@ class Uploader:
         for twin in twins:
             if not self._settled_before(twin, False, outcome):
                 outcome.retry.append(self._release(twin, "waiting for its identical twin to be uploaded"))
-        return outcome
 
     # --- duplicates and reconciliation ------------------------------------------------------------
 
-    def _settled_before(self, item: _Prepared, force: bool, outcome: Outcome) -> bool:
+    def _settled_before(self, item: Prepared, force: bool, outcome: Outcome) -> bool:
         """True when this content is already an invoice (the file is then filed as done)."""
         known = self.ledger.lookup(item.sha256)
         if known is None or force:
@@ -125,7 +118,7 @@ class Uploader:
         when = datetime.fromtimestamp(known.finished_at or time.time(), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         log.info("%s: already uploaded as invoice %s on %s; filed in done/ without sending it again "
                  "(use `qonto-agent upload --force FILE` to send it anyway)", item.claim.name, invoice_id, when)
-        self.filing.to_done(item.claim)
+        self._file_sent(item, outcome)
         outcome.duplicates.append((item.claim.name, invoice_id))
         return True
 
@@ -133,7 +126,7 @@ class Uploader:
         window = self.config.qonto.idempotency_window_seconds
         return time.time() - (known.last_attempt_at or 0) > window * 0.8
 
-    def _reconcile(self, known: Upload, item: _Prepared) -> str | None:
+    def _reconcile(self, known: Upload, item: Prepared) -> str | None:
         """An attempt never answered and Qonto has forgotten its key: find the invoice it may have made.
 
         Adopt an invoice created around the attempt with the same file name and size, so a resend
@@ -159,11 +152,10 @@ class Uploader:
 
     # --- sending --------------------------------------------------------------------------------
 
-    def _upload(self, items: list[_Prepared], outcome: Outcome) -> None:
+    def _upload(self, items: list[Prepared], outcome: Outcome) -> None:
         for item in items:
             self.ledger.begin_attempt(item.sha256, item.key, item.claim.name, item.size, item.claim.dropped_at)
-        uploads = [UploadItem(item.claim.path, item.key, item.claim.name,
-                              mimetypes.guess_type(item.claim.name)[0] or "application/octet-stream")
+        uploads = [UploadItem(item.claim.path, item.key, item.claim.name, item.kind.content_type, item.snapshot)
                    for item in items]
         try:
             results = self.client.upload_bulk(uploads)
@@ -196,7 +188,7 @@ class Uploader:
             if result.outcome == "created" and result.invoice:
                 invoice_id = result.invoice["id"]
                 self.ledger.record_uploaded(item.sha256, invoice_id)
-                self.filing.to_done(item.claim)
+                self._file_sent(item, outcome)
                 outcome.uploaded.append((item.claim.name, invoice_id))
                 log.info("uploaded %s as invoice %s", item.claim.name, invoice_id)
             elif result.outcome == "rejected":
@@ -207,12 +199,19 @@ class Uploader:
                 detail = "; ".join(str(e.get("detail") or e.get("code")) for e in result.errors) or "no answer"
                 outcome.retry.append(self._release(item, f"waiting to retry: Qonto gave no clear answer ({detail})"))
 
-    def _reject(self, item: _Prepared, errors: list[dict], outcome: Outcome) -> None:
+    def _reject(self, item: Prepared, errors: list[dict], outcome: Outcome) -> None:
         hint = ("Qonto refused this file as an invoice: check that it opens and is a PDF, PNG or JPEG "
                 "under 10 MB, then move it back into the inbox to try again.")
         self.ledger.record_rejected(item.sha256, errors, hint)
         self._to_error(item.claim, item.sha256, item.key, errors, hint)
         outcome.failed.append(item.claim.name)
+
+    def _refuse(self, claim: Claim, sha: str | None, size: int, refusal: Refusal) -> None:
+        """Into error/ unsent, with the refusal's words in the sidecar and the ledger."""
+        key = idempotency_key(sha) if sha else None
+        errors = [{"code": refusal.code, "detail": refusal.detail}]
+        self.ledger.record_local_error(sha, key, claim.name, size, errors, refusal.hint)
+        self._to_error(claim, sha, key, errors, refusal.hint)
 
     def _to_error(self, claim: Claim, sha: str | None, key: str | None, errors: list[dict], hint: str) -> None:
         sidecar = {"file": claim.name, "sha256": sha, "idempotency_key": key, "errors": errors,
@@ -221,9 +220,38 @@ class Uploader:
         reason = "; ".join(str(e.get("detail") or e.get("code")) for e in errors)
         log.warning("rejected %s: %s. %s (see %s)", claim.name, reason, hint, target.name + ".error.json")
 
-    def _release(self, item: _Prepared, why: str) -> Hold:
+    def _file_sent(self, item: Prepared, outcome: Outcome) -> None:
+        """File a sent (or already uploaded) file in done/; if the original changed after it was
+        copied, done/ gets the bytes Qonto holds, and the changed file goes back to settle again."""
+        if not item.changed():
+            self.filing.to_done(item.claim)
+            return
+        filed = self.filing.file_snapshot(item.claim, item.snapshot)
+        log.warning("%s changed while it was being uploaded: the version Qonto received is filed as %s, and the "
+                    "changed file goes back to the inbox to be uploaded once it settles", item.claim.name, filed.name)
+        self._back(item.claim, "it changed while it was being uploaded", outcome)
+
+    def _back(self, claim: Claim, why: str, outcome: Outcome) -> None:
+        """Put a claim back in the inbox to settle again from the start (no back-off: nothing failed)."""
+        path = self.filing.release(claim)
+        if path is not None:
+            outcome.retry.append(Hold(path, time.monotonic(), why, claim.dropped_at))
+
+    def _release(self, item: Prepared, why: str) -> Hold:
         """Put the file back in the inbox, held back by the back-off for its number of attempts."""
         known = self.ledger.lookup(item.sha256)
         path = self.filing.release(item.claim) or item.claim.path
         return Hold.after_attempts(path, known.attempts if known else 1, why, item.claim.dropped_at)
 
+
+def _sha_of(claim: Claim, own: Path) -> str | None:
+    """The SHA-256 of a claimed file for its sidecar, read without following links; None if unreadable."""
+    try:
+        fd, _ = beneath.open_file(own, claim.path.relative_to(own))
+    except OSError:
+        return None
+    with open(fd, "rb", buffering=0) as fh:
+        try:
+            return sha256_stream(fh)
+        except OSError:
+            return None

@@ -22,20 +22,29 @@ WRITE_EVENTS = {"created", "modified", "moved", "closed"}  # "closed" is a close
 
 
 class _Hints(FileSystemEventHandler):
-    """Turns every event into a path to look at; the settler decides what it means."""
+    """Turns every event into a path to look at; the settler decides what it means.
 
-    def __init__(self, sink: "queue.SimpleQueue[Path]", wake) -> None:
+    With native events, a write (`modified`: inotify's IN_MODIFY) says a writer has the file open,
+    and `closed` (IN_CLOSE_WRITE) says it let go: a scanner pausing between pages is not done.
+    Polling observers only compare snapshots, so there their events say nothing about writers.
+    """
+
+    def __init__(self, sink: "queue.SimpleQueue[tuple[Path, bool | None]]", wake, native: bool) -> None:
         self.sink = sink
         self.wake = wake
+        self.native = native
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         # Opening or reading a file (our own settle check does) says nothing new about it.
         if event.event_type not in WRITE_EVENTS or (event.is_directory and event.event_type != "moved"):
             return
+        writing = None
+        if self.native and not event.is_directory:
+            writing = {"modified": True, "closed": False}.get(event.event_type)
         for attr in ("src_path", "dest_path"):
             raw = getattr(event, attr, "")
             if raw:
-                self.sink.put(Path(os.fsdecode(raw)))
+                self.sink.put((Path(os.fsdecode(raw)), writing if attr == "src_path" else None))
         self.wake()
 
 
@@ -45,18 +54,19 @@ class Watcher:
     def __init__(self, cfg: InboxConfig, wake) -> None:
         self.cfg = cfg
         self.rules = Rules(cfg.path, cfg.patterns, cfg.recursive)
-        self.hints: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self.hints: queue.SimpleQueue[tuple[Path, bool | None]] = queue.SimpleQueue()
         self.mode, self.why = choose_mode(cfg)
         self._wake = wake
         self.observer: BaseObserver | None = None
 
     def start(self) -> None:
         if self.mode == "polling":
-            observer: BaseObserver = PollingObserverVFS(os.stat, self.rules.listdir,
+            observer: BaseObserver = PollingObserverVFS(os.lstat, self.rules.listdir,
                                                         polling_interval=self.cfg.poll_interval_seconds)
         else:
             observer = Observer()
-        observer.schedule(_Hints(self.hints, self._wake), str(self.cfg.path), recursive=self.cfg.recursive)
+        hints = _Hints(self.hints, self._wake, native=self.mode == "native")
+        observer.schedule(hints, str(self.cfg.path), recursive=self.cfg.recursive)
         observer.daemon = True
         observer.start()
         self.observer = observer
@@ -74,13 +84,11 @@ class Watcher:
             self.observer.stop()
             self.observer.join(5)
 
-    def drain(self) -> Iterator[Path]:
-        """The paths events pointed at since the last call, filtered by the rules."""
+    def drain(self) -> Iterator[tuple[Path, bool | None]]:
+        """(path, writer holds it open?) for each event since the last call; the pipeline sorts them."""
         while True:
             try:
-                path = self.hints.get_nowait()
+                yield self.hints.get_nowait()
             except queue.Empty:
                 return
-            if self.rules.wants(path):
-                yield path
 

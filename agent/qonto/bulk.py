@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 from agent.qonto import limits
 
@@ -16,12 +16,17 @@ _TRANSIENT_CODE = re.compile(r"internal|unavailable|timeout|timed_out|too_many|r
 
 @dataclass(frozen=True)
 class UploadItem:
-    """One file of a bulk upload; its bytes are read when the request is built."""
+    """One file of a bulk upload; its bytes are read while the request is sent.
+
+    With `data`, they come from that open file (positioned reads, so the bytes sent are the ones
+    its owner checked and hashed); `path` then only names it in errors.
+    """
 
     path: Path
     idempotency_key: str
     filename: str  # the name Qonto records: the original file name, unicode kept
     content_type: str = "application/pdf"
+    data: BinaryIO | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import bisect
 import io
 import itertools
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import BinaryIO, Sequence
@@ -37,10 +38,10 @@ def bulk_body(items: Sequence[UploadItem], source: str, meta: dict | None) -> tu
     if meta is not None:
         fields.append(("meta", json.dumps(meta)))
     framing, content_type = encode_multipart_formdata(fields)
-    segments: list[bytes | Path] = []
+    segments: list[bytes | Path | BinaryIO] = []
     for item, placeholder in zip(items, placeholders):
         before, framing = framing.split(placeholder, 1)
-        segments += [before, item.path]
+        segments += [before, item.data if item.data is not None else item.path]
     segments.append(framing)
     return MultipartStream(segments), content_type
 
@@ -60,12 +61,13 @@ class MultipartStream(io.RawIOBase):
     """A request body made of byte strings and files, read from disk as it is sent.
 
     Memory stays flat whatever the files' sizes. It has a length (for Content-Length) and can
-    seek back to the start, which is how urllib3 rewinds a body to retry a request.
+    seek back to the start, which is how urllib3 rewinds a body to retry a request. Open files
+    are read at the stream's position and never closed here: they belong to the caller.
     """
 
-    def __init__(self, segments: list[bytes | Path]) -> None:
+    def __init__(self, segments: list[bytes | Path | BinaryIO]) -> None:
         super().__init__()
-        sizes = [len(s) if isinstance(s, bytes) else s.stat().st_size for s in segments]
+        sizes = [_size(s) for s in segments]
         self._starts = list(itertools.accumulate(sizes, initial=0))  # segment i spans starts[i]:starts[i+1]
         self._segments = segments
         self._pos = 0
@@ -98,10 +100,13 @@ class MultipartStream(io.RawIOBase):
         if isinstance(segment, bytes):
             view[:want] = segment[offset:offset + want]
             got = want
-        else:
+        elif isinstance(segment, Path):
             got = self._file(index, segment).readinto(view[:want]) if want else 0
-            if got == 0 and want:
-                raise OSError(f"{segment.name} got shorter while it was being sent")
+        else:
+            segment.seek(offset)
+            got = segment.readinto(view[:want]) if want else 0
+        if got == 0 and want:
+            raise OSError(f"{getattr(segment, 'name', 'a file')} got shorter while it was being sent")
         self._pos += got
         return got
 
@@ -123,3 +128,11 @@ class MultipartStream(io.RawIOBase):
     def close(self) -> None:
         self._close_file()
         super().close()
+
+
+def _size(segment: bytes | Path | BinaryIO) -> int:
+    if isinstance(segment, bytes):
+        return len(segment)
+    if isinstance(segment, Path):
+        return segment.stat().st_size
+    return os.fstat(segment.fileno()).st_size

@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS pending (
     since  REAL NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sightings (
+    file       TEXT PRIMARY KEY,        -- relative to the inbox
+    inode      INTEGER NOT NULL,
+    first_seen REAL NOT NULL            -- wall clock: when an unfinished file was first seen
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -214,6 +219,20 @@ class Ledger:
     def pending(self) -> list[Pending]:
         return [Pending(r["file"], r["since"], r["reason"])
                 for r in self._query("SELECT * FROM pending ORDER BY since")]
+
+    # --- unfinished files: their age survives restarts and `upload` passes ------------------------
+
+    def first_seen(self, rel: str, inode: int, now: float) -> float:
+        """When the unfinished file `rel` (this inode) was first seen; `now` if it is new."""
+        with self._tx() as db:
+            db.execute("""INSERT INTO sightings VALUES (?, ?, ?) ON CONFLICT(file) DO UPDATE
+                          SET inode = excluded.inode, first_seen = excluded.first_seen
+                          WHERE sightings.inode != excluded.inode""", (rel, inode, now))
+            return db.execute("SELECT first_seen FROM sightings WHERE file=?", (rel,)).fetchone()[0]
+
+    def forget_seen(self, rel: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM sightings WHERE file=?", (rel,))
 
     # --- small facts: heartbeat, cursor, last sync ---------------------------------------------
 
