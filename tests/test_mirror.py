@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -27,6 +27,7 @@ from agent.outbox.folder import Outbox
 from agent.outbox.names import attachment_ext, invoice_stem, safe_component
 from agent.outbox.sync import SyncReport
 from agent.qonto.client import QontoClient
+from agent.qonto.listing import Page
 from agent.qonto.transport import retry_policy
 from agent.sandbox.server import Sandbox
 from agent.state.ledger import Ledger
@@ -544,25 +545,19 @@ def test_an_invoice_updated_while_the_list_is_paged_is_not_missed(env: Env, sand
     """Offset paging shifts when an invoice leaves the window between two pages: the list is read again."""
     sandbox.seed(250)
     first = min(sandbox.invoices(), key=lambda i: i["updated_at"])
-    real_iter = env.client.iter_supplier_invoices
+    real_pages = env.client.iter_pages
 
-    def iter_with_an_update(**kw: Any):
-        on_page = kw["on_page"]
-        pages: list[dict] = []
-
-        def hook(meta: dict) -> None:
-            if not pages:
+    def pages_with_an_update(**kw: Any) -> Iterator[Page]:
+        for number, listed in enumerate(real_pages(**kw)):
+            yield listed
+            if number == 0:  # after the first page was handled, before the second is asked for
                 sandbox.update_invoice(first["id"], status="paid")  # leaves the window
-            pages.append(meta)
-            on_page(meta)
 
-        return real_iter(**{**kw, "on_page": hook})
-
-    env.client.iter_supplier_invoices = iter_with_an_update  # type: ignore[method-assign]
+    env.client.iter_pages = pages_with_an_update  # type: ignore[method-assign]
     report = env.sync()
     assert report.complete and report.listed == 250 and env.ledger.mirror_count() == 250
     assert sandbox.count(path_prefix="/v2/supplier_invoices") > 3  # the window was read again
-    env.client.iter_supplier_invoices = real_iter  # type: ignore[method-assign]
+    env.client.iter_pages = real_pages  # type: ignore[method-assign]
     settle(sandbox)
     report = env.sync()
     assert report.written == 1

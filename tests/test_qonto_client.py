@@ -584,10 +584,10 @@ def test_listing_follows_next_page_and_always_asks_for_100(rsps, client):
     for n, nxt in ((1, 2), (2, 3), (3, None)):
         rsps.get(LIST, json=page(n, nxt), match=[responses.matchers.query_param_matcher({"page": str(n)},
                                                                                        strict_match=False)])
-    metas = []
     since = datetime(2026, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=1)))
-    ids = [inv["id"] for inv in client.iter_supplier_invoices(updated_from=since, updated_to="2026-02-01T00:00:00Z",
-                                                              on_page=metas.append)]
+    pages = list(client.iter_pages(updated_from=since, updated_to="2026-02-01T00:00:00Z"))
+    ids = [inv["id"] for p in pages for inv in p.invoices]
+    metas = [p.meta for p in pages]
     assert ids == ["inv-1a", "inv-1b", "inv-2a", "inv-2b", "inv-3a", "inv-3b"]
     assert [m["current_page"] for m in metas] == [1, 2, 3]
     queries = [query(c) for c in rsps.calls]
@@ -599,12 +599,16 @@ def test_listing_follows_next_page_and_always_asks_for_100(rsps, client):
         assert "filter[created_at_from]" not in q
 
 
-def test_on_page_runs_after_the_page_was_consumed(rsps, client):
-    rsps.get(LIST, json=page(1, None))
+def test_the_next_page_is_requested_only_after_the_caller_consumed_the_last(rsps, client):
+    for n, nxt in ((1, 2), (2, None)):
+        rsps.get(LIST, json=page(n, nxt), match=[responses.matchers.query_param_matcher({"page": str(n)},
+                                                                                       strict_match=False)])
     events = []
-    for invoice in client.iter_supplier_invoices(on_page=lambda meta: events.append("page")):
-        events.append(invoice["id"])
-    assert events == ["inv-1a", "inv-1b", "page"]
+    for listed in client.iter_pages():
+        events += [invoice["id"] for invoice in listed.invoices]
+        events.append(f"page {listed.meta['current_page']} after {len(rsps.calls)} request(s)")
+    assert events == ["inv-1a", "inv-1b", "page 1 after 1 request(s)", "inv-2a", "inv-2b", "page 2 after 2 request(s)"]
+    assert [inv["id"] for inv in client.iter_supplier_invoices()] == ["inv-1a", "inv-1b", "inv-2a", "inv-2b"]
 
 
 def test_a_400_on_sort_by_falls_back_to_created_at_for_good(rsps, client, caplog):

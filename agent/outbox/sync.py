@@ -189,26 +189,23 @@ class _Sync:
         """
         totals: list[int] = []
         pass_ids: set[str] = set()
-
-        def on_page(meta: dict) -> None:
-            count = meta.get("total_count")
+        for page in self.client.iter_pages(updated_from=updated_from and rfc3339(updated_from),
+                                           updated_to=updated_to):
+            for invoice in page.invoices:
+                if self._stopping():
+                    return True
+                invoice_id = str(invoice.get("id"))
+                pass_ids.add(invoice_id)
+                version = invoice.get("updated_at")
+                if invoice_id in seen and seen[invoice_id] == version:
+                    continue  # listed twice (a page shift, or a second pass): already handled
+                seen[invoice_id] = version
+                self._handle(invoice_id, invoice)
+            count = page.meta.get("total_count")  # counted once the page's invoices were handed out
             if isinstance(count, int):
                 totals.append(count)
                 with self.lock:
                     self.total = max(self.total, count, self.done)
-
-        for invoice in self.client.iter_supplier_invoices(updated_from=updated_from and rfc3339(updated_from),
-                                                          updated_to=updated_to,
-                                                          on_page=on_page):
-            if self._stopping():
-                break
-            invoice_id = str(invoice.get("id"))
-            pass_ids.add(invoice_id)
-            version = invoice.get("updated_at")
-            if invoice_id in seen and seen[invoice_id] == version:
-                continue  # listed twice (a page shift, or a second pass): already handled
-            seen[invoice_id] = version
-            self._handle(invoice_id, invoice)
         if self._stopping():
             return True
         return len(set(totals)) <= 1 and len(pass_ids) >= (totals[-1] if totals else 0)
