@@ -19,7 +19,6 @@ from agent import service
 from agent.outbox import sync as mirror
 from agent.base.verdict import Verdict
 from agent.inbox.filing import iter_files
-from agent.qonto.client import QontoClient
 from agent.samples import SAMPLES, invoice_pdf
 from agent.state.ledger import Ledger
 
@@ -47,7 +46,7 @@ def main(directory: Path | None, verbose: bool = False) -> bool:
         dropped = _drop_samples(cfg.inbox.path)
         print(f"2. Dropped {len(dropped)} files into {cfg.inbox.path}/: {', '.join(dropped)}.")
 
-        with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
+        with service.open_client(cfg) as client:
             ledger = Ledger(cfg.state.path)
             try:
                 summary = service.upload_once(cfg, client, ledger)

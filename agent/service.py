@@ -26,6 +26,7 @@ from agent.inbox.pipeline import Pipeline, Totals
 from agent.inbox.watcher import Watcher
 from agent.qonto.client import QontoClient
 from agent.state.ledger import Heartbeat, Ledger
+from agent.state.tokens import FileTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class RunEnd(enum.Enum):
     WATCHER_DIED = "watcher died"  # the service manager should start it again
     CRASHED = "crashed"  # an unexpected error; reported in the log
     ABANDONED = "abandoned"  # stopped, but a batch in flight did not finish in time
+
+
+def open_client(config: Config) -> QontoClient:
+    """The client every command uses, keeping rotated OAuth tokens in the file beside the ledger."""
+    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store))
 
 
 class SyncSchedule(threading.Thread):

@@ -43,6 +43,7 @@ from agent.base.errors import (
 from agent.base.times import rfc3339
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import FRESH_LINK_TRIES, QontoClient
+from agent.state.tokens import FileTokenStore
 from agent.qonto.pause import CredentialsPause
 from agent.qonto.transport import parse_retry_after, retry_policy
 from agent.qonto.ratelimit import RateLimiter
@@ -721,7 +722,7 @@ def test_oauth_refreshes_ahead_of_expiry_and_keeps_the_rotated_token(rsps, tmp_p
     write_store(store, time.time() + 120, refresh="rt-from-store-PLANTED")  # under 5 minutes left
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         c.get_organization()
     token_request, api_request = (call.request for call in rsps.calls)
     assert parse_qs(token_request.body) == {
@@ -737,11 +738,36 @@ def test_oauth_refreshes_ahead_of_expiry_and_keeps_the_rotated_token(rsps, tmp_p
     assert [p.name for p in store.parent.iterdir()] == [store.name]  # no temporary left behind
 
 
+class MemoryStore:
+    """A TokenStore that keeps what it is given: the client saves through it and writes no file."""
+
+    def __init__(self, tokens: dict | None = None) -> None:
+        self.tokens = tokens
+
+    def load(self) -> dict | None:
+        return self.tokens
+
+    def save(self, tokens: dict) -> None:
+        self.tokens = tokens
+
+
+def test_rotated_tokens_go_to_the_store_the_caller_passed_in(rsps, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = MemoryStore({"access_token": ACCESS, "refresh_token": "rt-remembered", "expires_at": None})
+    rsps.post(TOKEN_URL, json=token_answer())
+    rsps.get(f"{ROOT}/v2/organization", json=ORG)
+    with make_client(oauth_config(), token_store=store) as c:
+        c.get_organization()
+    assert parse_qs(rsps.calls[0].request.body)["refresh_token"] == ["rt-remembered"]
+    assert store.tokens is not None and store.tokens["refresh_token"] == NEW_REFRESH
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_fresh_stored_token_is_used_without_refreshing(rsps, tmp_path):
     store = tmp_path / "oauth.json"
     write_store(store, time.time() + 3000, access="at-stored")
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         c.get_organization()
     assert rsps.calls[0].request.headers["Authorization"] == "Bearer at-stored"
 
@@ -750,7 +776,7 @@ def test_unknown_expiry_refreshes_before_the_first_request_then_not_again(rsps, 
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
     store = tmp_path / "oauth.json"
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         c.get_organization()
         c.get_organization()
     assert [urlsplit(call.request.url).path for call in rsps.calls] == [
@@ -772,7 +798,7 @@ def test_an_oauth_401_refreshes_once_and_retries_once(rsps, tmp_path):
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
     rsps.get(f"{ROOT}/v2/organization", status=401, json=error_body("unauthorized", "revoked"))
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         assert c.get_organization()["id"] == "org-1"
         with pytest.raises(CredentialsError) as caught:  # refreshed under 60 s ago: no second refresh
             c.get_organization()
@@ -797,15 +823,15 @@ def test_a_store_from_earlier_configured_tokens_gives_way_to_new_ones(rsps, tmp_
     store = tmp_path / "oauth.json"
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=store) as c:
+    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=FileTokenStore(store)) as c:
         c.get_organization()  # the store now holds rotated tokens grown from rt-first-authorization
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=store) as c:
+    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=FileTokenStore(store)) as c:
         c.get_organization()  # same configuration: the rotated, stored token is used
     assert rsps.calls[2].request.headers["Authorization"] == f"Bearer {NEW_ACCESS}"
     rsps.post(TOKEN_URL, json=token_answer(access="at-second", refresh="rt-second-rotated"))
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(refresh_token="rt-second-authorization"), token_store=store) as c:
+    with make_client(oauth_config(refresh_token="rt-second-authorization"), token_store=FileTokenStore(store)) as c:
         c.get_organization()  # the user authorized again: the configured token wins over the store
     assert parse_qs(rsps.calls[3].request.body)["refresh_token"] == ["rt-second-authorization"]
     assert json.loads(store.read_text())["refresh_token"] == "rt-second-rotated"
@@ -815,7 +841,7 @@ def test_an_unreadable_token_store_falls_back_to_the_configured_tokens(rsps, tmp
     store = tmp_path / "oauth.json"
     store.write_text("{not json")
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(client_id="", client_secret="", refresh_token=""), token_store=store) as c:
+    with make_client(oauth_config(client_id="", client_secret="", refresh_token=""), token_store=FileTokenStore(store)) as c:
         c.get_organization()
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {ACCESS}"
     assert "cannot read the OAuth token store" in caplog.text

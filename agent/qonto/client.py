@@ -32,7 +32,7 @@ from agent.base.errors import (
 from agent.base.times import rfc3339
 from agent.config import QontoConfig, check_credentials
 from agent.qonto.answers import attachment_link, check_download, error_info, is_html, json_object, not_the_api
-from agent.qonto.auth import NoAuth, OAuthTokens, QontoAuth, api_refused_hint, refresh_refused_hint
+from agent.qonto.auth import NoAuth, OAuthTokens, QontoAuth, TokenStore, api_refused_hint, refresh_refused_hint
 from agent.qonto.bulk import ItemResult, UploadItem, check_batch, map_results
 from agent.qonto.listing import InvoiceList, Page
 from agent.qonto.multipart import bulk_body
@@ -49,7 +49,7 @@ CHUNK = 1 << 16
 class QontoClient:
     """The Qonto API, one method per endpoint the agent uses. Thread-safe; use as a context manager.
 
-    `token_store` keeps rotated OAuth tokens between starts. `retry` replaces `retry_policy()`.
+    `token_store` keeps rotated OAuth tokens between starts (none: they live as long as the client). `retry` replaces `retry_policy()`.
     `limiter` defaults to the config's per-10-s and per-10-min limits. `credentials_pause` is the
     (first, longest) pause after a 401, during which calls fail at once without a request.
     """
@@ -58,7 +58,7 @@ class QontoClient:
         self,
         config: QontoConfig,
         *,
-        token_store: Path | None = None,
+        token_store: TokenStore | None = None,
         retry: Retry | None = None,
         limiter: RateLimiter | None = None,
         credentials_pause: tuple[float, float] = (60.0, 3600.0),
