@@ -20,7 +20,7 @@ from agent.outbox import sync as mirror
 from agent.base.verdict import Verdict
 from agent.inbox.filing import iter_files
 from agent.samples import SAMPLES, invoice_pdf
-from agent.state.ledger import Ledger
+from agent.state.ledger import Ledger, UploadOutcome
 
 if TYPE_CHECKING:  # the sandbox is loaded only when the demo runs
     from agent.sandbox.server import Sandbox
@@ -90,7 +90,7 @@ def _drop_samples(inbox: Path) -> list[str]:
 
 
 def _tell_uploads(cfg: configuration.Config, ledger: Ledger, sandbox: Sandbox) -> None:
-    uploaded = ledger.recent("uploaded", limit=100)
+    uploaded = ledger.recent(UploadOutcome.UPLOADED, limit=100)
     requests = sandbox.count(path_prefix="/v2/supplier_invoices/bulk")
     print(f"3. Uploaded {len(uploaded)} invoices in {requests} request(s) and moved them to inbox/done/:")
     for upload in sorted(uploaded, key=lambda u: u.file_name):

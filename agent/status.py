@@ -16,7 +16,7 @@ from agent.base import times
 from agent.base.times import iso
 from agent.inbox.filing import iter_files
 from agent.inbox.rules import Rules, choose_mode
-from agent.state.ledger import Ledger
+from agent.state.ledger import Ledger, UploadOutcome
 
 ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean it is gone
 
@@ -33,9 +33,9 @@ def gather(config: Config) -> dict[str, Any]:
         else:
             pending = _unattended(config)
         recent_uploads = [{"file": u.file_name, "invoice_id": u.invoice_id, "uploaded_at": iso(u.finished_at)}
-                          for u in (ledger.recent("uploaded") if ledger else [])]
+                          for u in (ledger.recent(UploadOutcome.UPLOADED) if ledger else [])]
         recent_errors = [{"file": u.file_name, "errors": u.errors, "hint": u.hint, "failed_at": iso(u.finished_at)}
-                         for u in (ledger.recent("rejected") if ledger else [])]
+                         for u in (ledger.recent(UploadOutcome.REJECTED) if ledger else [])]
         return {
             "run_alive": alive,
             "mode": mode,

@@ -292,7 +292,7 @@ def test_changed_invoices_rewrite_only_their_json_and_csv_rows(env: Env, sandbox
     assert sandbox.count(path_prefix="/v2/attachments") == 0 and sandbox.count(path_prefix="/_storage") == 0
     after = env.files()
     rewritten = {name for name in after if after[name] != before.get(name)}
-    changed_jsons = {f"{env.ledger.mirror_entry(i)['stem']}.json" for i in changed}
+    changed_jsons = {f"{env.ledger.mirror_entry(i).stem}.json" for i in changed}
     assert rewritten == changed_jsons | {"invoices.csv"}
     rows_after = {row["id"]: row for row in read_csv(env.outbox)}
     assert {i for i in rows_after if rows_after[i] != rows_before[i]} == set(changed)
@@ -389,10 +389,10 @@ def assert_cursor_covers_written(env: Env, sandbox: Sandbox) -> None:
         if configuration.parse_timestamp(invoice["updated_at"], "updated_at") > limit:
             continue
         entry = env.ledger.mirror_entry(invoice["id"])
-        assert entry and entry["updated_at"] == invoice["updated_at"], f"cursor {cursor} passed {invoice['id']}"
-        assert (env.outbox / f"{entry['stem']}.json").exists()
+        assert entry and entry.updated_at == invoice["updated_at"], f"cursor {cursor} passed {invoice['id']}"
+        assert (env.outbox / f"{entry.stem}.json").exists()
         if invoice["attachment_id"]:
-            assert sha256(env.outbox / entry["file"]) == sandbox.attachment_sha256(invoice["attachment_id"])
+            assert sha256(env.outbox / entry.file) == sandbox.attachment_sha256(invoice["attachment_id"])
 
 
 def test_thirty_percent_of_requests_failing(make_env: Callable[..., Env], sandbox: Sandbox) -> None:
@@ -497,7 +497,7 @@ def test_symlinks_planted_in_the_outbox_are_replaced_not_followed(env: Env, sand
     outside = tmp_path / "outside"
     outside.mkdir()
     entries = [env.ledger.mirror_entry(i["id"]) for i in sandbox.invoices()]
-    for name in (entries[0]["file"], f"{entries[1]['stem']}.json"):
+    for name in (entries[0].file, f"{entries[1].stem}.json"):
         (outside / name).write_bytes(b"not yours")
         (env.outbox / name).unlink()
         (env.outbox / name).symlink_to(outside / name)
@@ -531,7 +531,7 @@ def test_a_truncated_attachment_file_is_downloaded_again(env: Env, sandbox: Sand
     env.sync()
     victim = sandbox.invoices()[4]
     entry = env.ledger.mirror_entry(victim["id"])
-    (env.outbox / entry["file"]).write_bytes(b"%PDF-1.4 truncated")
+    (env.outbox / entry.file).write_bytes(b"%PDF-1.4 truncated")
     sandbox.update_invoice(victim["id"], status="paid")
     settle(sandbox)
     sandbox.reset_log()
