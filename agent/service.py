@@ -156,7 +156,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 uploaded = pipeline.totals.uploaded
                 sync.soon()
             if now >= next_beat:
-                ledger.beat(Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why))
+                ledger.beat(_heartbeat(watcher, client))
                 next_beat = now + HEARTBEAT_SECONDS
             pipeline.publish_pending()
             timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
@@ -171,6 +171,13 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         pipeline.close()
         filing.close()
         ledger.beat(None)
+
+
+def _heartbeat(watcher: Watcher, client: QontoClient) -> Heartbeat:
+    """This process is alive, watches the inbox this way, and may be paused waiting for a person."""
+    pause = client.person_pause()
+    return Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why,
+                     paused=pause.reason if pause else None, paused_until=pause.until if pause else None)
 
 
 def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list[Path] | None = None,

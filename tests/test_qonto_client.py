@@ -34,6 +34,7 @@ from agent.base.errors import (
     AttachmentURLExpired,
     CredentialsError,
     HTMLAnswerError,
+    NeedsPerson,
     PermissionDenied,
     QontoError,
     RateLimited,
@@ -324,6 +325,21 @@ def test_401_is_not_retried_and_starts_the_brake(rsps, client):
         client.get_organization()
     assert time.monotonic() - started < 0.1
     assert len(rsps.calls) == 1  # no request during the pause
+
+
+@pytest.mark.parametrize("answer, said", [
+    (dict(status=401, json=error_body("unauthorized", "Invalid credentials")), "secret key was refused (401)"),
+    (dict(status=403, json=error_body("forbidden", "Missing scope")), "`organization.read` permission"),
+    (dict(status=200, body="<html>login</html>", content_type="text/html"), "a web page instead of the Qonto API"),
+])
+def test_a_refusal_that_needs_a_person_is_reported_with_its_pause(rsps, client, answer, said):
+    assert client.person_pause() is None
+    rsps.get(f"{ROOT}/v2/organization", **answer)
+    with pytest.raises(NeedsPerson):
+        client.get_organization()
+    pause = client.person_pause()
+    assert pause is not None and said in pause.reason and SECRET_KEY not in pause.reason
+    assert pause.until == pytest.approx(time.time() + 60, abs=5)
 
 
 def test_the_brake_lifts_after_its_pause(rsps):

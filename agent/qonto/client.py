@@ -24,6 +24,7 @@ from agent import __version__
 from agent.base.errors import (
     AttachmentURLExpired,
     CredentialsError,
+    NeedsPerson,
     PermissionDenied,
     RateLimited,
     RequestRejected,
@@ -36,7 +37,7 @@ from agent.qonto.auth import NoAuth, OAuthTokens, QontoAuth, TokenStore, api_ref
 from agent.qonto.bulk import ItemResult, UploadItem, check_batch, map_results
 from agent.qonto.listing import InvoiceList, Page
 from agent.qonto.multipart import bulk_body
-from agent.qonto.pause import CredentialsPause
+from agent.qonto.pause import CredentialsPause, LastRefusal, PersonPause
 from agent.qonto.ratelimit import RateLimiter
 from agent.qonto.transport import limited_session, network_errors, parse_retry_after, retry_policy
 
@@ -70,6 +71,7 @@ class QontoClient:
         self._session = limited_session(limiter, retry if retry is not None else retry_policy(),
                                         user_agent=f"qonto-agent/{__version__}")
         self._brake = CredentialsPause(*credentials_pause)
+        self._refusal = LastRefusal()
         self._list = InvoiceList(lambda params: self._api("GET", "/v2/supplier_invoices", params=params,
                                                           action="listing supplier invoices",
                                                           scope="supplier_invoice.read"))
@@ -88,6 +90,10 @@ class QontoClient:
         """Seconds before a refusal that needs a person (401, 403, a web page) is worth trying again:
         what is left of the credentials pause after a 401, else as long as a first 401 would wait."""
         return self._brake.remaining() or self._brake.first
+
+    def person_pause(self) -> PersonPause | None:
+        """The latest refusal that needs a person and until when it pauses, while it lasts (for `status`)."""
+        return self._refusal.current()
 
     @property
     def session_headers(self) -> Mapping[str, str]:
@@ -203,15 +209,19 @@ class QontoClient:
     def _api(self, method: str, path: str, *, action: str, scope: str, **kwargs: Any) -> dict:
         """One API call: the credentials brake, a fresh token, auth, one 401 recovery, errors mapped."""
         self._brake.check()
-        if self._oauth:
-            self._oauth.ensure_fresh()
         kwargs["headers"] = {"Accept": "application/json", **kwargs.get("headers", {})}
         url = self._config.api_root + path
-        response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
-        if (response.status_code == 401 and self._oauth
-                and self._oauth.recover(response.request.headers.get("Authorization", ""))):
+        try:
+            if self._oauth:
+                self._oauth.ensure_fresh()
             response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
-        return self._answer(response, action=action, scope=scope)
+            if (response.status_code == 401 and self._oauth
+                    and self._oauth.recover(response.request.headers.get("Authorization", ""))):
+                response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
+            return self._answer(response, action=action, scope=scope)
+        except NeedsPerson as exc:
+            self._refusal.note(str(exc), self.pause_for())
+            raise
 
     def _request_token(self, refresh_token: str) -> dict:
         """POST the refresh grant to the token endpoint; a refusal is a credentials error."""

@@ -137,12 +137,15 @@ class MirrorEntry:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """`run` says it is alive, and how it watches the inbox, every few seconds (for `status`)."""
+    """`run` says it is alive, how it watches the inbox, and whether it is paused waiting for a
+    person (why, and until when), every few seconds (for `status`)."""
 
     pid: int
     at: float  # wall clock
     mode: str
     why: str
+    paused: str | None = None  # what a person must fix; no secret (the client's errors hold none)
+    paused_until: float | None = None  # wall clock
 
 
 _HEARTBEAT, _CURSOR, _LAST_SYNC = "heartbeat", "sync_cursor", "last_sync_at"  # keys of the meta table
@@ -295,7 +298,10 @@ class Ledger:
 
     def heartbeat(self) -> Heartbeat | None:
         data = self._get(_HEARTBEAT)
-        return Heartbeat(**data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        known = {f.name for f in dataclasses.fields(Heartbeat)}  # a newer agent's extra facts are skipped
+        return Heartbeat(**{k: v for k, v in data.items() if k in known})
 
     def cursor(self) -> str | None:
         """The outbox sync's cursor: every invoice updated before it is in the outbox."""
