@@ -857,7 +857,8 @@ def test_an_unreadable_token_store_falls_back_to_the_configured_tokens(rsps, tmp
     store = tmp_path / "oauth.json"
     store.write_text("{not json")
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(client_id="", client_secret="", refresh_token=""), token_store=FileTokenStore(store)) as c:
+    config = oauth_config(client_id="", client_secret="", refresh_token="")
+    with make_client(config, token_store=FileTokenStore(store)) as c:
         c.get_organization()
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {ACCESS}"
     assert "cannot read the OAuth token store" in caplog.text

@@ -50,9 +50,10 @@ CHUNK = 1 << 16
 class QontoClient:
     """The Qonto API, one method per endpoint the agent uses. Thread-safe; use as a context manager.
 
-    `token_store` keeps rotated OAuth tokens between starts (none: they live as long as the client). `retry` replaces `retry_policy()`.
-    `limiter` defaults to the config's per-10-s and per-10-min limits. `credentials_pause` is the
-    (first, longest) pause after a 401, during which calls fail at once without a request.
+    `token_store` keeps rotated OAuth tokens between starts (without one they last as long as the
+    client). `retry` replaces `retry_policy()`. `limiter` defaults to the config's per-10-s and
+    per-10-min limits. `credentials_pause` is the (first, longest) pause after a 401, during which
+    calls fail at once without a request.
     """
 
     def __init__(
