@@ -119,7 +119,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check":
         return _check(cfg)
     logs.add_secrets(cfg.qonto.secrets())
-    with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
+    with service.open_client(cfg) as client:
         ledger = Ledger(cfg.state.path)
         try:
             if args.command == "run":
@@ -190,7 +190,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _check(cfg: configuration.Config) -> int:
     logs.add_secrets(cfg.qonto.secrets())
-    with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
+    with service.open_client(cfg) as client:
         org = client.get_organization()
     name = org.get("legal_name") or org.get("name") or org.get("slug")
     print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")

@@ -19,9 +19,8 @@ from agent import service
 from agent.outbox import sync as mirror
 from agent.base.verdict import Verdict
 from agent.inbox.filing import iter_files
-from agent.qonto.client import QontoClient
 from agent.samples import SAMPLES, invoice_pdf
-from agent.state.ledger import Ledger
+from agent.state.ledger import Ledger, UploadOutcome
 
 if TYPE_CHECKING:  # the sandbox is loaded only when the demo runs
     from agent.sandbox.server import Sandbox
@@ -47,7 +46,7 @@ def main(directory: Path | None, verbose: bool = False) -> bool:
         dropped = _drop_samples(cfg.inbox.path)
         print(f"2. Dropped {len(dropped)} files into {cfg.inbox.path}/: {', '.join(dropped)}.")
 
-        with QontoClient(cfg.qonto, token_store=cfg.token_store) as client:
+        with service.open_client(cfg) as client:
             ledger = Ledger(cfg.state.path)
             try:
                 summary = service.upload_once(cfg, client, ledger)
@@ -91,7 +90,7 @@ def _drop_samples(inbox: Path) -> list[str]:
 
 
 def _tell_uploads(cfg: configuration.Config, ledger: Ledger, sandbox: Sandbox) -> None:
-    uploaded = ledger.recent("uploaded", limit=100)
+    uploaded = ledger.recent(UploadOutcome.UPLOADED, limit=100)
     requests = sandbox.count(path_prefix="/v2/supplier_invoices/bulk")
     print(f"3. Uploaded {len(uploaded)} invoices in {requests} request(s) and moved them to inbox/done/:")
     for upload in sorted(uploaded, key=lambda u: u.file_name):

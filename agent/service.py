@@ -26,6 +26,7 @@ from agent.inbox.pipeline import Pipeline, Totals
 from agent.inbox.watcher import Watcher
 from agent.qonto.client import QontoClient
 from agent.state.ledger import Heartbeat, Ledger
+from agent.state.tokens import FileTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class RunEnd(enum.Enum):
     WATCHER_DIED = "watcher died"  # the service manager should start it again
     CRASHED = "crashed"  # an unexpected error; reported in the log
     ABANDONED = "abandoned"  # stopped, but a batch in flight did not finish in time
+
+
+def open_client(config: Config) -> QontoClient:
+    """The client every command uses, keeping rotated OAuth tokens in the file beside the ledger."""
+    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store))
 
 
 class SyncSchedule(threading.Thread):
@@ -150,7 +156,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 uploaded = pipeline.totals.uploaded
                 sync.soon()
             if now >= next_beat:
-                ledger.beat(Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why))
+                ledger.beat(_heartbeat(watcher, client))
                 next_beat = now + HEARTBEAT_SECONDS
             pipeline.publish_pending()
             timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
@@ -165,6 +171,13 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         pipeline.close()
         filing.close()
         ledger.beat(None)
+
+
+def _heartbeat(watcher: Watcher, client: QontoClient) -> Heartbeat:
+    """This process is alive, watches the inbox this way, and may be paused waiting for a person."""
+    pause = client.person_pause()
+    return Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why,
+                     paused=pause.reason if pause else None, paused_until=pause.until if pause else None)
 
 
 def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list[Path] | None = None,

@@ -17,7 +17,7 @@ from agent.base import times
 from agent.base.times import iso
 from agent.inbox.filing import iter_files
 from agent.inbox.rules import Rules, choose_mode
-from agent.state.ledger import Ledger
+from agent.state.ledger import Ledger, UploadOutcome
 
 ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean it is gone
 
@@ -34,14 +34,18 @@ def gather(config: Config) -> dict[str, Any]:
             pending = [{"file": p.file, "since": iso(p.since), "reason": p.reason} for p in ledger.pending()]
         else:
             pending = _unattended(config, candidates)
+        paused = None
+        if alive and beat and beat.paused and beat.paused_until and beat.paused_until > time.time():
+            paused = {"reason": beat.paused, "until": iso(beat.paused_until)}
         recent_uploads = [{"file": u.file_name, "invoice_id": u.invoice_id, "uploaded_at": iso(u.finished_at)}
-                          for u in (ledger.recent("uploaded") if ledger else [])]
+                          for u in (ledger.recent(UploadOutcome.UPLOADED) if ledger else [])]
         recent_errors = [{"file": u.file_name, "errors": u.errors, "hint": u.hint, "failed_at": iso(u.finished_at)}
-                         for u in (ledger.recent("rejected") if ledger else [])]
+                         for u in (ledger.recent(UploadOutcome.REJECTED) if ledger else [])]
         return {
             "run_alive": alive,
             "mode": mode,
             "mode_reason": why,
+            "paused": paused,
             "inbox": str(config.inbox.path),
             "outbox": str(config.outbox.path),
             "pending": pending,
@@ -103,6 +107,11 @@ def render(data: dict[str, Any]) -> str:
     lines = [
         f"agent:   {'running' if data['run_alive'] else 'NOT running (start `qonto-agent run`)'}"
         f" — {data['mode']} mode ({data['mode_reason']})",
+    ]
+    if data["paused"]:
+        lines.append(f"PAUSED until {data['paused']['until']} (in {_ago(data['paused']['until'], ahead=True)}), "
+                     f"waiting for a person: {data['paused']['reason']}")
+    lines += [
         f"inbox:   {data['inbox']} — {len(data['pending'])} waiting, {data['done_count']} in done/, "
         f"{data['error_count']} in error/",
     ]
@@ -128,13 +137,16 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ago(stamp: str | None) -> str:
+def _ago(stamp: str | None, *, ahead: bool = False) -> str:
+    """How long ago `stamp` was (with `ahead`, how far off it is), in the unit a person reads best."""
     if not stamp:
         return "?"
     moment = times.parse(stamp)
     if moment is None:
         return "?"
     seconds = time.time() - moment.timestamp()
+    if ahead:
+        seconds = -seconds
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

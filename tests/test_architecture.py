@@ -15,7 +15,8 @@ from support import REPO, agent_env
 RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("agent.base", ("agent",), ("agent.base",)),
     ("agent.qonto", ("agent.inbox", "agent.outbox", "agent.service", "agent.state", "agent.sandbox",
-                     "agent.cli", "agent.status", "agent.demo"), ()),
+                     "agent.cli", "agent.status", "agent.demo",
+                     "agent.base.files"), ()),  # tokens are saved through the store it is given
     ("agent.state", ("agent.inbox", "agent.outbox", "agent.service", "agent.qonto", "agent.sandbox",
                      "agent.config"), ()),
     ("agent.outbox", ("agent.inbox", "agent.service", "agent.sandbox", "agent.cli"), ()),

@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import tomli_w
@@ -101,6 +102,27 @@ def test_status_without_a_running_agent_says_so(tmp_path, sandbox):
     for key in ("mode", "pending", "done_count", "error_count", "recent_uploads", "recent_errors",
                 "last_sync_at", "cursor", "outbox_count"):
         assert key in data
+
+
+def test_status_quotes_the_pause_of_a_running_agent_refused_by_qonto(tmp_path, sandbox, agents):
+    config = make_config(tmp_path, sandbox, qonto={"secret_key": "wrong-secret-value"})
+    agent = agents(config, "run")
+    write_pdf(tmp_path / "inbox" / "waiting.pdf")
+
+    def paused() -> dict | None:
+        data = json.loads(run_agent(config, "status", "--json").stdout)
+        return data if data["run_alive"] and data["paused"] else None
+
+    data = wait_for(paused, message="status --json shows the pause", on_fail=agent.log,
+                    give_up=lambda: agent.proc.poll() is not None and "the agent exited")
+    assert "secret key was refused (401)" in data["paused"]["reason"]
+    assert "`[qonto] secret_key`" in data["paused"]["reason"]
+    until = datetime.fromisoformat(data["paused"]["until"].replace("Z", "+00:00"))
+    assert datetime.now(timezone.utc) < until <= datetime.now(timezone.utc) + timedelta(seconds=3600)
+    text = run_agent(config, "status").stdout
+    assert "PAUSED until" in text and "secret key was refused (401)" in text
+    assert "wrong-secret-value" not in text + json.dumps(data)
+    assert agent.stop() == 0
 
 
 def test_status_shows_pending_falling_while_run_works_a_backlog(tmp_path, agents):

@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -27,6 +27,7 @@ from agent.outbox.folder import Outbox
 from agent.outbox.names import attachment_ext, invoice_stem, safe_component
 from agent.outbox.sync import SyncReport
 from agent.qonto.client import QontoClient
+from agent.qonto.listing import Page
 from agent.qonto.transport import retry_policy
 from agent.sandbox.server import Sandbox
 from agent.state.ledger import Ledger
@@ -291,7 +292,7 @@ def test_changed_invoices_rewrite_only_their_json_and_csv_rows(env: Env, sandbox
     assert sandbox.count(path_prefix="/v2/attachments") == 0 and sandbox.count(path_prefix="/_storage") == 0
     after = env.files()
     rewritten = {name for name in after if after[name] != before.get(name)}
-    changed_jsons = {f"{env.ledger.mirror_entry(i)['stem']}.json" for i in changed}
+    changed_jsons = {f"{env.ledger.mirror_entry(i).stem}.json" for i in changed}
     assert rewritten == changed_jsons | {"invoices.csv"}
     rows_after = {row["id"]: row for row in read_csv(env.outbox)}
     assert {i for i in rows_after if rows_after[i] != rows_before[i]} == set(changed)
@@ -388,10 +389,10 @@ def assert_cursor_covers_written(env: Env, sandbox: Sandbox) -> None:
         if configuration.parse_timestamp(invoice["updated_at"], "updated_at") > limit:
             continue
         entry = env.ledger.mirror_entry(invoice["id"])
-        assert entry and entry["updated_at"] == invoice["updated_at"], f"cursor {cursor} passed {invoice['id']}"
-        assert (env.outbox / f"{entry['stem']}.json").exists()
+        assert entry and entry.updated_at == invoice["updated_at"], f"cursor {cursor} passed {invoice['id']}"
+        assert (env.outbox / f"{entry.stem}.json").exists()
         if invoice["attachment_id"]:
-            assert sha256(env.outbox / entry["file"]) == sandbox.attachment_sha256(invoice["attachment_id"])
+            assert sha256(env.outbox / entry.file) == sandbox.attachment_sha256(invoice["attachment_id"])
 
 
 def test_thirty_percent_of_requests_failing(make_env: Callable[..., Env], sandbox: Sandbox) -> None:
@@ -496,7 +497,7 @@ def test_symlinks_planted_in_the_outbox_are_replaced_not_followed(env: Env, sand
     outside = tmp_path / "outside"
     outside.mkdir()
     entries = [env.ledger.mirror_entry(i["id"]) for i in sandbox.invoices()]
-    for name in (entries[0]["file"], f"{entries[1]['stem']}.json"):
+    for name in (entries[0].file, f"{entries[1].stem}.json"):
         (outside / name).write_bytes(b"not yours")
         (env.outbox / name).unlink()
         (env.outbox / name).symlink_to(outside / name)
@@ -530,7 +531,7 @@ def test_a_truncated_attachment_file_is_downloaded_again(env: Env, sandbox: Sand
     env.sync()
     victim = sandbox.invoices()[4]
     entry = env.ledger.mirror_entry(victim["id"])
-    (env.outbox / entry["file"]).write_bytes(b"%PDF-1.4 truncated")
+    (env.outbox / entry.file).write_bytes(b"%PDF-1.4 truncated")
     sandbox.update_invoice(victim["id"], status="paid")
     settle(sandbox)
     sandbox.reset_log()
@@ -544,25 +545,19 @@ def test_an_invoice_updated_while_the_list_is_paged_is_not_missed(env: Env, sand
     """Offset paging shifts when an invoice leaves the window between two pages: the list is read again."""
     sandbox.seed(250)
     first = min(sandbox.invoices(), key=lambda i: i["updated_at"])
-    real_iter = env.client.iter_supplier_invoices
+    real_pages = env.client.iter_pages
 
-    def iter_with_an_update(**kw: Any):
-        on_page = kw["on_page"]
-        pages: list[dict] = []
-
-        def hook(meta: dict) -> None:
-            if not pages:
+    def pages_with_an_update(**kw: Any) -> Iterator[Page]:
+        for number, listed in enumerate(real_pages(**kw)):
+            yield listed
+            if number == 0:  # after the first page was handled, before the second is asked for
                 sandbox.update_invoice(first["id"], status="paid")  # leaves the window
-            pages.append(meta)
-            on_page(meta)
 
-        return real_iter(**{**kw, "on_page": hook})
-
-    env.client.iter_supplier_invoices = iter_with_an_update  # type: ignore[method-assign]
+    env.client.iter_pages = pages_with_an_update  # type: ignore[method-assign]
     report = env.sync()
     assert report.complete and report.listed == 250 and env.ledger.mirror_count() == 250
     assert sandbox.count(path_prefix="/v2/supplier_invoices") > 3  # the window was read again
-    env.client.iter_supplier_invoices = real_iter  # type: ignore[method-assign]
+    env.client.iter_pages = real_pages  # type: ignore[method-assign]
     settle(sandbox)
     report = env.sync()
     assert report.written == 1

@@ -34,6 +34,7 @@ from agent.base.errors import (
     AttachmentURLExpired,
     CredentialsError,
     HTMLAnswerError,
+    NeedsPerson,
     PermissionDenied,
     QontoError,
     RateLimited,
@@ -43,6 +44,7 @@ from agent.base.errors import (
 from agent.base.times import rfc3339
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import FRESH_LINK_TRIES, QontoClient
+from agent.state.tokens import FileTokenStore
 from agent.qonto.pause import CredentialsPause
 from agent.qonto.transport import parse_retry_after, retry_policy
 from agent.qonto.ratelimit import RateLimiter
@@ -325,6 +327,21 @@ def test_401_is_not_retried_and_starts_the_brake(rsps, client):
     assert len(rsps.calls) == 1  # no request during the pause
 
 
+@pytest.mark.parametrize("answer, said", [
+    (dict(status=401, json=error_body("unauthorized", "Invalid credentials")), "secret key was refused (401)"),
+    (dict(status=403, json=error_body("forbidden", "Missing scope")), "`organization.read` permission"),
+    (dict(status=200, body="<html>login</html>", content_type="text/html"), "a web page instead of the Qonto API"),
+])
+def test_a_refusal_that_needs_a_person_is_reported_with_its_pause(rsps, client, answer, said):
+    assert client.person_pause() is None
+    rsps.get(f"{ROOT}/v2/organization", **answer)
+    with pytest.raises(NeedsPerson):
+        client.get_organization()
+    pause = client.person_pause()
+    assert pause is not None and said in pause.reason and SECRET_KEY not in pause.reason
+    assert pause.until == pytest.approx(time.time() + 60, abs=5)
+
+
 def test_the_brake_lifts_after_its_pause(rsps):
     rsps.get(f"{ROOT}/v2/organization", status=401, json=error_body("unauthorized", "no"))
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
@@ -584,10 +601,10 @@ def test_listing_follows_next_page_and_always_asks_for_100(rsps, client):
     for n, nxt in ((1, 2), (2, 3), (3, None)):
         rsps.get(LIST, json=page(n, nxt), match=[responses.matchers.query_param_matcher({"page": str(n)},
                                                                                        strict_match=False)])
-    metas = []
     since = datetime(2026, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=1)))
-    ids = [inv["id"] for inv in client.iter_supplier_invoices(updated_from=since, updated_to="2026-02-01T00:00:00Z",
-                                                              on_page=metas.append)]
+    pages = list(client.iter_pages(updated_from=since, updated_to="2026-02-01T00:00:00Z"))
+    ids = [inv["id"] for p in pages for inv in p.invoices]
+    metas = [p.meta for p in pages]
     assert ids == ["inv-1a", "inv-1b", "inv-2a", "inv-2b", "inv-3a", "inv-3b"]
     assert [m["current_page"] for m in metas] == [1, 2, 3]
     queries = [query(c) for c in rsps.calls]
@@ -599,12 +616,16 @@ def test_listing_follows_next_page_and_always_asks_for_100(rsps, client):
         assert "filter[created_at_from]" not in q
 
 
-def test_on_page_runs_after_the_page_was_consumed(rsps, client):
-    rsps.get(LIST, json=page(1, None))
+def test_the_next_page_is_requested_only_after_the_caller_consumed_the_last(rsps, client):
+    for n, nxt in ((1, 2), (2, None)):
+        rsps.get(LIST, json=page(n, nxt), match=[responses.matchers.query_param_matcher({"page": str(n)},
+                                                                                       strict_match=False)])
     events = []
-    for invoice in client.iter_supplier_invoices(on_page=lambda meta: events.append("page")):
-        events.append(invoice["id"])
-    assert events == ["inv-1a", "inv-1b", "page"]
+    for listed in client.iter_pages():
+        events += [invoice["id"] for invoice in listed.invoices]
+        events.append(f"page {listed.meta['current_page']} after {len(rsps.calls)} request(s)")
+    assert events == ["inv-1a", "inv-1b", "page 1 after 1 request(s)", "inv-2a", "inv-2b", "page 2 after 2 request(s)"]
+    assert [inv["id"] for inv in client.iter_supplier_invoices()] == ["inv-1a", "inv-1b", "inv-2a", "inv-2b"]
 
 
 def test_a_400_on_sort_by_falls_back_to_created_at_for_good(rsps, client, caplog):
@@ -717,7 +738,7 @@ def test_oauth_refreshes_ahead_of_expiry_and_keeps_the_rotated_token(rsps, tmp_p
     write_store(store, time.time() + 120, refresh="rt-from-store-PLANTED")  # under 5 minutes left
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         c.get_organization()
     token_request, api_request = (call.request for call in rsps.calls)
     assert parse_qs(token_request.body) == {
@@ -733,11 +754,36 @@ def test_oauth_refreshes_ahead_of_expiry_and_keeps_the_rotated_token(rsps, tmp_p
     assert [p.name for p in store.parent.iterdir()] == [store.name]  # no temporary left behind
 
 
+class MemoryStore:
+    """A TokenStore that keeps what it is given: the client saves through it and writes no file."""
+
+    def __init__(self, tokens: dict | None = None) -> None:
+        self.tokens = tokens
+
+    def load(self) -> dict | None:
+        return self.tokens
+
+    def save(self, tokens: dict) -> None:
+        self.tokens = tokens
+
+
+def test_rotated_tokens_go_to_the_store_the_caller_passed_in(rsps, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = MemoryStore({"access_token": ACCESS, "refresh_token": "rt-remembered", "expires_at": None})
+    rsps.post(TOKEN_URL, json=token_answer())
+    rsps.get(f"{ROOT}/v2/organization", json=ORG)
+    with make_client(oauth_config(), token_store=store) as c:
+        c.get_organization()
+    assert parse_qs(rsps.calls[0].request.body)["refresh_token"] == ["rt-remembered"]
+    assert store.tokens is not None and store.tokens["refresh_token"] == NEW_REFRESH
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_fresh_stored_token_is_used_without_refreshing(rsps, tmp_path):
     store = tmp_path / "oauth.json"
     write_store(store, time.time() + 3000, access="at-stored")
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         c.get_organization()
     assert rsps.calls[0].request.headers["Authorization"] == "Bearer at-stored"
 
@@ -746,7 +792,7 @@ def test_unknown_expiry_refreshes_before_the_first_request_then_not_again(rsps, 
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
     store = tmp_path / "oauth.json"
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         c.get_organization()
         c.get_organization()
     assert [urlsplit(call.request.url).path for call in rsps.calls] == [
@@ -768,7 +814,7 @@ def test_an_oauth_401_refreshes_once_and_retries_once(rsps, tmp_path):
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
     rsps.get(f"{ROOT}/v2/organization", status=401, json=error_body("unauthorized", "revoked"))
-    with make_client(oauth_config(), token_store=store) as c:
+    with make_client(oauth_config(), token_store=FileTokenStore(store)) as c:
         assert c.get_organization()["id"] == "org-1"
         with pytest.raises(CredentialsError) as caught:  # refreshed under 60 s ago: no second refresh
             c.get_organization()
@@ -793,15 +839,15 @@ def test_a_store_from_earlier_configured_tokens_gives_way_to_new_ones(rsps, tmp_
     store = tmp_path / "oauth.json"
     rsps.post(TOKEN_URL, json=token_answer())
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=store) as c:
+    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=FileTokenStore(store)) as c:
         c.get_organization()  # the store now holds rotated tokens grown from rt-first-authorization
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=store) as c:
+    with make_client(oauth_config(refresh_token="rt-first-authorization"), token_store=FileTokenStore(store)) as c:
         c.get_organization()  # same configuration: the rotated, stored token is used
     assert rsps.calls[2].request.headers["Authorization"] == f"Bearer {NEW_ACCESS}"
     rsps.post(TOKEN_URL, json=token_answer(access="at-second", refresh="rt-second-rotated"))
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(refresh_token="rt-second-authorization"), token_store=store) as c:
+    with make_client(oauth_config(refresh_token="rt-second-authorization"), token_store=FileTokenStore(store)) as c:
         c.get_organization()  # the user authorized again: the configured token wins over the store
     assert parse_qs(rsps.calls[3].request.body)["refresh_token"] == ["rt-second-authorization"]
     assert json.loads(store.read_text())["refresh_token"] == "rt-second-rotated"
@@ -811,7 +857,8 @@ def test_an_unreadable_token_store_falls_back_to_the_configured_tokens(rsps, tmp
     store = tmp_path / "oauth.json"
     store.write_text("{not json")
     rsps.get(f"{ROOT}/v2/organization", json=ORG)
-    with make_client(oauth_config(client_id="", client_secret="", refresh_token=""), token_store=store) as c:
+    config = oauth_config(client_id="", client_secret="", refresh_token="")
+    with make_client(config, token_store=FileTokenStore(store)) as c:
         c.get_organization()
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {ACCESS}"
     assert "cannot read the OAuth token store" in caplog.text

@@ -27,7 +27,7 @@ from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Refused
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import QontoClient
-from agent.state.ledger import Ledger, Upload
+from agent.state.ledger import AttemptOutcome, Ledger, Upload, UploadOutcome
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,8 @@ class Uploader:
         known = self.ledger.lookup(item.sha256)
         if known is None or force:
             return False
-        invoice_id = known.invoice_id if known.outcome == "uploaded" else None
-        if known.outcome == "sending" and self._key_expired(known):
+        invoice_id = known.invoice_id if known.outcome is UploadOutcome.UPLOADED else None
+        if known.outcome is UploadOutcome.SENDING and self._key_expired(known):
             invoice_id = self._reconcile(known, item)
         if not invoice_id:
             return False
@@ -161,7 +161,7 @@ class Uploader:
             results = self.client.upload_bulk(uploads)
         except (CredentialsError, PermissionDenied, HTMLAnswerError) as exc:
             for item in items:
-                self.ledger.finish_attempt(item.sha256, f"failed: {exc.__class__.__name__}")
+                self.ledger.finish_attempt(item.sha256, AttemptOutcome.FAILED, exc.__class__.__name__)
                 outcome.retry.append(self._release(item, f"paused: {exc}"))
             outcome.paused = exc
             return
@@ -176,7 +176,7 @@ class Uploader:
             return
         except QontoError as exc:  # transient after the client's own retries
             for item in items:
-                self.ledger.finish_attempt(item.sha256, "failed: transient")
+                self.ledger.finish_attempt(item.sha256, AttemptOutcome.FAILED, "transient")
                 outcome.retry.append(self._release(item, f"waiting to retry: {exc}"))
             log.warning("upload of %d file(s) failed for now (%s); they stay in the inbox and will be retried",
                         len(items), exc)
@@ -195,7 +195,7 @@ class Uploader:
                 self._reject(item, [{"code": e.get("code"), "detail": e.get("detail")} for e in result.errors],
                              outcome)
             else:
-                self.ledger.finish_attempt(item.sha256, "unknown")
+                self.ledger.finish_attempt(item.sha256, AttemptOutcome.UNKNOWN)
                 detail = "; ".join(str(e.get("detail") or e.get("code")) for e in result.errors) or "no answer"
                 outcome.retry.append(self._release(item, f"waiting to retry: Qonto gave no clear answer ({detail})"))
 

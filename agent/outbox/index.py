@@ -24,5 +24,5 @@ def csv_row(invoice: Mapping[str, Any], file: str | None) -> dict[str, str]:
 
 def write_index(outbox: Outbox, ledger: Ledger) -> None:
     """Rewrite invoices.csv from the rows the ledger keeps for every mirrored invoice."""
-    rows = [entry["row"] for entry in ledger.mirror_entries()]
+    rows = [entry.row for entry in ledger.mirror_entries()]
     outbox.write_csv(CSV_NAME, CSV_FIELDS, rows)

@@ -36,7 +36,7 @@ from agent.config import Config, parse_timestamp
 from agent.outbox.folder import Outbox
 from agent.outbox.index import CSV_NAME, csv_row, write_index
 from agent.outbox.names import attachment_ext, invoice_stem, strip_urls
-from agent.state.ledger import Ledger
+from agent.state.ledger import Ledger, MirrorEntry, UploadOutcome
 
 if TYPE_CHECKING:  # the loop needs only the client's interface, not its module
     from agent.qonto.client import QontoClient
@@ -189,26 +189,23 @@ class _Sync:
         """
         totals: list[int] = []
         pass_ids: set[str] = set()
-
-        def on_page(meta: dict) -> None:
-            count = meta.get("total_count")
+        for page in self.client.iter_pages(updated_from=updated_from and rfc3339(updated_from),
+                                           updated_to=updated_to):
+            for invoice in page.invoices:
+                if self._stopping():
+                    return True
+                invoice_id = str(invoice.get("id"))
+                pass_ids.add(invoice_id)
+                version = invoice.get("updated_at")
+                if invoice_id in seen and seen[invoice_id] == version:
+                    continue  # listed twice (a page shift, or a second pass): already handled
+                seen[invoice_id] = version
+                self._handle(invoice_id, invoice)
+            count = page.meta.get("total_count")  # counted once the page's invoices were handed out
             if isinstance(count, int):
                 totals.append(count)
                 with self.lock:
                     self.total = max(self.total, count, self.done)
-
-        for invoice in self.client.iter_supplier_invoices(updated_from=updated_from and rfc3339(updated_from),
-                                                          updated_to=updated_to,
-                                                          on_page=on_page):
-            if self._stopping():
-                break
-            invoice_id = str(invoice.get("id"))
-            pass_ids.add(invoice_id)
-            version = invoice.get("updated_at")
-            if invoice_id in seen and seen[invoice_id] == version:
-                continue  # listed twice (a page shift, or a second pass): already handled
-            seen[invoice_id] = version
-            self._handle(invoice_id, invoice)
         if self._stopping():
             return True
         return len(set(totals)) <= 1 and len(pass_ids) >= (totals[-1] if totals else 0)
@@ -228,14 +225,14 @@ class _Sync:
         future = self.pool.submit(self._work, invoice_id, invoice, previous)
         self.inflight[invoice_id] = future
 
-    def _is_current(self, entry: dict | None, invoice: Mapping[str, Any]) -> bool:
-        if entry is None or entry["updated_at"] != invoice.get("updated_at"):
+    def _is_current(self, entry: MirrorEntry | None, invoice: Mapping[str, Any]) -> bool:
+        if entry is None or entry.updated_at != invoice.get("updated_at"):
             return False
-        if not self.outbox.exists(f"{entry['stem']}.json"):
+        if not self.outbox.exists(f"{entry.stem}.json"):
             return False
-        if invoice.get("attachment_id") and not (entry["file"] and self.outbox.exists(entry["file"])):
+        if invoice.get("attachment_id") and not (entry.file and self.outbox.exists(entry.file)):
             return False
-        return entry["attachment_id"] == invoice.get("attachment_id")
+        return entry.attachment_id == invoice.get("attachment_id")
 
     def _work(self, invoice_id: str, invoice: dict, previous: Future | None) -> None:
         try:
@@ -262,11 +259,11 @@ class _Sync:
     def _mirror(self, invoice_id: str, invoice: dict) -> None:
         """Write one invoice: attachment file first, then the JSON pointing to it, then the ledger."""
         entry = self.ledger.mirror_entry(invoice_id)
-        stem = entry["stem"] if entry else invoice_stem(invoice)
+        stem = entry.stem if entry else invoice_stem(invoice)
         attachment, file, downloaded = self._attachment(invoice, stem, entry)
         upload = self.ledger.by_invoice(invoice_id)
         source = ({"name": upload.file_name, "dropped_at": iso(upload.dropped_at)}
-                  if upload is not None and upload.outcome == "uploaded" else None)
+                  if upload is not None and upload.outcome is UploadOutcome.UPLOADED else None)
         self.outbox.write_json(f"{stem}.json", {
             "supplier_invoice": invoice,
             "attachment": attachment,
@@ -274,15 +271,16 @@ class _Sync:
             "source_file": source,
             "synced_at": iso(time.time()),
         })
-        if entry and entry["file"] and entry["file"] != file:
-            self.outbox.remove(entry["file"])  # the attachment was removed or changed type
-        self.ledger.upsert_mirror(invoice_id, stem, invoice.get("updated_at"), invoice.get("attachment_id"),
-                                  attachment["sha256"] if attachment else None, file, csv_row(invoice, file))
+        if entry and entry.file and entry.file != file:
+            self.outbox.remove(entry.file)  # the attachment was removed or changed type
+        self.ledger.upsert_mirror(MirrorEntry(invoice_id, stem, invoice.get("updated_at"), invoice.get("attachment_id"),
+                                              attachment["sha256"] if attachment else None, file,
+                                              csv_row(invoice, file)))
         with self.lock:
             self.written += 1
             self.downloaded += downloaded
 
-    def _attachment(self, invoice: Mapping[str, Any], stem: str, entry: dict | None,
+    def _attachment(self, invoice: Mapping[str, Any], stem: str, entry: MirrorEntry | None,
                     ) -> tuple[dict | None, str | None, bool]:
         """(attachment object for the JSON, file name, downloaded?) for one invoice.
 
@@ -294,17 +292,17 @@ class _Sync:
         attachment_id = invoice.get("attachment_id")
         if not attachment_id:
             return None, None, False
-        if entry and entry["attachment_id"] == attachment_id and entry["file"]:
+        if entry and entry.attachment_id == attachment_id and entry.file:
             known = self._known_attachment(entry)
-            if known is not None and self._has_complete(entry["file"], known) \
-                    and known.get("sha256") == entry["attachment_sha256"]:
-                return known, entry["file"], False
+            if known is not None and self._has_complete(entry.file, known) \
+                    and known.get("sha256") == entry.attachment_sha256:
+                return known, entry.file, False
         attachment = self.client.get_attachment(attachment_id)
         file = f"{stem}.{attachment_ext(attachment)}"
-        recorded = entry if entry is not None and entry["file"] == file else None  # what the ledger says is there
-        if (recorded is None or recorded["attachment_id"] == attachment_id) and self._has_complete(file, attachment):
+        recorded = entry if entry is not None and entry.file == file else None  # what the ledger says is there
+        if (recorded is None or recorded.attachment_id == attachment_id) and self._has_complete(file, attachment):
             sha = sha256_file(self.outbox.path(file))
-            if recorded is None or recorded["attachment_sha256"] in (None, sha):
+            if recorded is None or recorded.attachment_sha256 in (None, sha):
                 return {**strip_urls(attachment), "sha256": sha}, file, False
         temp = self.outbox.temp_path(file)
         try:
@@ -314,10 +312,10 @@ class _Sync:
             temp.unlink(missing_ok=True)
         return {**strip_urls(attachment), "sha256": sha}, file, True
 
-    def _known_attachment(self, entry: dict) -> dict | None:
+    def _known_attachment(self, entry: MirrorEntry) -> dict | None:
         """The attachment object this outbox wrote in the invoice's JSON last time, if readable."""
         try:
-            data = json.loads(self.outbox.path(f"{entry['stem']}.json").read_bytes())
+            data = json.loads(self.outbox.path(f"{entry.stem}.json").read_bytes())
             attachment = data.get("attachment")
             return attachment if isinstance(attachment, dict) else None
         except (OSError, ValueError, AttributeError):

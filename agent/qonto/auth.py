@@ -1,23 +1,22 @@
 """Authentication: Qonto's headers added per request, and OAuth tokens kept fresh and saved.
 
-A rotated refresh token is saved at once, because the previous one stops working 60 s later.
+A rotated refresh token is saved at once, because the previous one stops working 60 s later. Where
+it is saved is the caller's `TokenStore` (the file one lives in `agent/state/tokens.py`): this
+package writes no files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import requests
 from requests.auth import AuthBase
 
-from agent.base import files as atomic
 from agent.config import QontoConfig
 
 log = logging.getLogger("agent.qonto")
@@ -25,6 +24,16 @@ log = logging.getLogger("agent.qonto")
 REFRESH_MARGIN = 300.0  # refresh an OAuth access token when less than this many seconds remain
 REFRESH_COOLDOWN = 60.0  # after a 401, refresh again only if the last refresh is older than this
 DEFAULT_TOKEN_LIFETIME = 3600.0  # Qonto's documented `expires_in`, used when an answer omits it
+
+
+class TokenStore(Protocol):
+    """Where rotated OAuth tokens are kept between starts; shown by `str()` in messages."""
+
+    def load(self) -> dict | None:
+        """The saved tokens, None when none were saved; raises OSError or ValueError when unreadable."""
+
+    def save(self, tokens: dict) -> None:
+        """Keep `tokens` (access_token, refresh_token, expires_at, configured); raises OSError."""
 
 
 class QontoAuth(AuthBase):
@@ -54,7 +63,7 @@ class OAuthTokens:
     """OAuth tokens, refreshed before they expire; each rotated refresh token is saved at once,
     because the previous one stops working 60 s later."""
 
-    def __init__(self, config: QontoConfig, store: Path | None, request_token: Callable[[str], dict]) -> None:
+    def __init__(self, config: QontoConfig, store: TokenStore | None, request_token: Callable[[str], dict]) -> None:
         self._can_refresh = bool(config.client_id and config.client_secret)
         self._store = store
         self._request_token = request_token
@@ -106,31 +115,31 @@ class OAuthTokens:
         self._last_refresh = time.monotonic()
         log.info("refreshed the OAuth access token; it is valid until %s",
                  datetime.fromtimestamp(self.expires_at, timezone.utc).isoformat(timespec="seconds"))
-        if self._store:
+        if self._store is not None:
             self._save()
 
     def _save(self) -> None:
         tokens = {"access_token": self.access_token, "refresh_token": self.refresh_token,
                   "expires_at": self.expires_at, "configured": token_tag(self._configured)}
         try:
-            self._store.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_bytes(self._store, json.dumps(tokens).encode(), mode=0o600)
-            atomic.fsync_dir(self._store.parent)
+            self._store.save(tokens)
         except OSError as exc:
             log.error("could not save the rotated OAuth tokens to %s (%s): after a restart the agent "
                       "will need new tokens; check that folder's permissions and free space",
                       self._store, exc.strerror or type(exc).__name__)
 
 
-def load_tokens(config: QontoConfig, store: Path | None) -> tuple[str, str, float | None]:
+def load_tokens(config: QontoConfig, store: TokenStore | None) -> tuple[str, str, float | None]:
     """The token store's tokens when there is one (they are newer), else the configured ones.
 
     A store grown from another configured refresh token is stale: the user authorized again and
     put new tokens in the configuration, so those win.
     """
-    if store and store.exists():
+    if store is not None:
         try:
-            saved = json.loads(store.read_text(encoding="utf-8"))
+            saved = store.load()
+            if saved is None:
+                return config.access_token, config.refresh_token, None
             if saved.get("configured", token_tag(config.refresh_token)) != token_tag(config.refresh_token):
                 log.info("the configured OAuth tokens changed since %s was written: using them", store)
                 return config.access_token, config.refresh_token, None

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Literal, Sequence
 
 from agent.qonto import limits
 
@@ -37,7 +37,7 @@ class ItemResult:
     """
 
     item: UploadItem
-    outcome: str
+    outcome: Literal["created", "rejected", "unknown"]
     invoice: dict | None
     errors: tuple[dict, ...]
 

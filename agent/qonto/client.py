@@ -14,7 +14,7 @@ import logging
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -24,6 +24,7 @@ from agent import __version__
 from agent.base.errors import (
     AttachmentURLExpired,
     CredentialsError,
+    NeedsPerson,
     PermissionDenied,
     RateLimited,
     RequestRejected,
@@ -31,19 +32,17 @@ from agent.base.errors import (
 )
 from agent.base.times import rfc3339
 from agent.config import QontoConfig, check_credentials
-from agent.qonto import limits
 from agent.qonto.answers import attachment_link, check_download, error_info, is_html, json_object, not_the_api
-from agent.qonto.auth import NoAuth, OAuthTokens, QontoAuth, api_refused_hint, refresh_refused_hint
+from agent.qonto.auth import NoAuth, OAuthTokens, QontoAuth, TokenStore, api_refused_hint, refresh_refused_hint
 from agent.qonto.bulk import ItemResult, UploadItem, check_batch, map_results
+from agent.qonto.listing import InvoiceList, Page
 from agent.qonto.multipart import bulk_body
-from agent.qonto.pause import CredentialsPause
+from agent.qonto.pause import CredentialsPause, LastRefusal, PersonPause
 from agent.qonto.ratelimit import RateLimiter
 from agent.qonto.transport import limited_session, network_errors, parse_retry_after, retry_policy
 
 log = logging.getLogger("agent.qonto")
 
-SORT_BY = "updated_at:asc"
-FALLBACK_SORT_BY = "created_at:asc"  # older API versions cannot sort by updated_at
 FRESH_LINK_TRIES = 3  # times an expired attachment link is replaced before giving up
 CHUNK = 1 << 16
 
@@ -51,16 +50,17 @@ CHUNK = 1 << 16
 class QontoClient:
     """The Qonto API, one method per endpoint the agent uses. Thread-safe; use as a context manager.
 
-    `token_store` keeps rotated OAuth tokens between starts. `retry` replaces `retry_policy()`.
-    `limiter` defaults to the config's per-10-s and per-10-min limits. `credentials_pause` is the
-    (first, longest) pause after a 401, during which calls fail at once without a request.
+    `token_store` keeps rotated OAuth tokens between starts (without one they last as long as the
+    client). `retry` replaces `retry_policy()`. `limiter` defaults to the config's per-10-s and
+    per-10-min limits. `credentials_pause` is the (first, longest) pause after a 401, during which
+    calls fail at once without a request.
     """
 
     def __init__(
         self,
         config: QontoConfig,
         *,
-        token_store: Path | None = None,
+        token_store: TokenStore | None = None,
         retry: Retry | None = None,
         limiter: RateLimiter | None = None,
         credentials_pause: tuple[float, float] = (60.0, 3600.0),
@@ -72,7 +72,10 @@ class QontoClient:
         self._session = limited_session(limiter, retry if retry is not None else retry_policy(),
                                         user_agent=f"qonto-agent/{__version__}")
         self._brake = CredentialsPause(*credentials_pause)
-        self._sort_by = SORT_BY
+        self._refusal = LastRefusal()
+        self._list = InvoiceList(lambda params: self._api("GET", "/v2/supplier_invoices", params=params,
+                                                          action="listing supplier invoices",
+                                                          scope="supplier_invoice.read"))
         self._oauth = OAuthTokens(config, token_store, self._request_token) if config.auth_mode == "oauth" else None
         api_key = f"{config.login}:{config.secret_key}"
         self._auth = QontoAuth(self._oauth.header if self._oauth else lambda: api_key, config.staging_token)
@@ -88,6 +91,10 @@ class QontoClient:
         """Seconds before a refusal that needs a person (401, 403, a web page) is worth trying again:
         what is left of the credentials pause after a 401, else as long as a first 401 would wait."""
         return self._brake.remaining() or self._brake.first
+
+    def person_pause(self) -> PersonPause | None:
+        """The latest refusal that needs a person and until when it pauses, while it lasts (for `status`)."""
+        return self._refusal.current()
 
     @property
     def session_headers(self) -> Mapping[str, str]:
@@ -124,32 +131,29 @@ class QontoClient:
                                action="the invoice upload", scope="supplier_invoice.write")
         return map_results(items, answer)
 
-    def iter_supplier_invoices(
+    def iter_pages(
         self,
         *,
         updated_from: datetime | str | None = None,
         updated_to: datetime | str | None = None,
         created_from: datetime | str | None = None,
         created_to: datetime | str | None = None,
-        on_page: Callable[[dict], None] | None = None,
-    ) -> Iterator[dict]:
-        """Every supplier invoice matching the filters, page after page, oldest update first.
+    ) -> Iterator[Page]:
+        """The supplier invoices matching the filters, page after page, oldest update first.
 
-        `on_page(meta)` runs after each page's invoices were consumed. Datetimes are sent as
-        RFC 3339 UTC (naive ones are taken as UTC); strings are sent as they are.
+        A page is requested only when the previous one was consumed, so the caller does its
+        per-page work between them. Datetimes are sent as RFC 3339 UTC (naive ones are taken as
+        UTC); strings are sent as they are.
         """
         bounds = {"updated_at_from": updated_from, "updated_at_to": updated_to,
                   "created_at_from": created_from, "created_at_to": created_to}
         filters = {f"filter[{name}]": rfc3339(value) for name, value in bounds.items() if value is not None}
-        page: int | None = 1
-        while page:
-            answer = self._list_page(filters, page)
-            yield from answer.get("supplier_invoices") or []
-            meta = answer.get("meta") or {}
-            if on_page:
-                on_page(meta)
-            next_page = meta.get("next_page")
-            page = next_page if isinstance(next_page, int) and next_page > page else None
+        return self._list.pages(filters)
+
+    def iter_supplier_invoices(self, **filters: datetime | str | None) -> Iterator[dict]:
+        """Every supplier invoice matching the filters of `iter_pages`, for callers that need no pages."""
+        for page in self.iter_pages(**filters):
+            yield from page.invoices
 
     def get_supplier_invoice(self, invoice_id: str) -> dict:
         return self._get_member(f"/v2/supplier_invoices/{quote(invoice_id, safe='')}", "supplier_invoice",
@@ -196,24 +200,6 @@ class QontoClient:
 
     # --- requests and answers ----------------------------------------------------------------
 
-    def _list_page(self, filters: dict[str, str], page: int) -> dict:
-        """One page of the list. A 400 on the first page is retried sorted by creation date: if that
-        works, sorting by update date is what the server refused, so the fallback sticks."""
-        def fetch(sort_by: str) -> dict:
-            params = {**filters, "page": page, "per_page": limits.PER_PAGE, "sort_by": sort_by}
-            return self._api("GET", "/v2/supplier_invoices", params=params,
-                             action="listing supplier invoices", scope="supplier_invoice.read")
-
-        try:
-            return fetch(self._sort_by)
-        except RequestRejected as exc:
-            if exc.status != 400 or page != 1 or self._sort_by == FALLBACK_SORT_BY:
-                raise
-        answer = fetch(FALLBACK_SORT_BY)
-        self._sort_by = FALLBACK_SORT_BY
-        log.info("Qonto refused sort_by=%s; listing with sort_by=%s from now on", SORT_BY, FALLBACK_SORT_BY)
-        return answer
-
     def _get_member(self, path: str, key: str, *, action: str, scope: str) -> dict:
         answer = self._api("GET", path, action=action, scope=scope)
         member = answer.get(key)
@@ -224,15 +210,19 @@ class QontoClient:
     def _api(self, method: str, path: str, *, action: str, scope: str, **kwargs: Any) -> dict:
         """One API call: the credentials brake, a fresh token, auth, one 401 recovery, errors mapped."""
         self._brake.check()
-        if self._oauth:
-            self._oauth.ensure_fresh()
         kwargs["headers"] = {"Accept": "application/json", **kwargs.get("headers", {})}
         url = self._config.api_root + path
-        response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
-        if (response.status_code == 401 and self._oauth
-                and self._oauth.recover(response.request.headers.get("Authorization", ""))):
+        try:
+            if self._oauth:
+                self._oauth.ensure_fresh()
             response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
-        return self._answer(response, action=action, scope=scope)
+            if (response.status_code == 401 and self._oauth
+                    and self._oauth.recover(response.request.headers.get("Authorization", ""))):
+                response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
+            return self._answer(response, action=action, scope=scope)
+        except NeedsPerson as exc:
+            self._refusal.note(str(exc), self.pause_for())
+            raise
 
     def _request_token(self, refresh_token: str) -> dict:
         """POST the refresh grant to the token endpoint; a refusal is a credentials error."""

@@ -1,10 +1,12 @@
-"""The pause after Qonto refuses the credentials, so a bad key is not hammered against the API."""
+"""The pause after Qonto refuses the credentials, so a bad key is not hammered against the API, and
+the latest refusal that needs a person, kept so the running agent can tell `status` about it."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from agent.base.errors import CredentialsError
@@ -56,3 +58,34 @@ class CredentialsPause:
         with self._lock:
             self._pause = 0.0
             self._until = 0.0
+
+
+@dataclass(frozen=True)
+class PersonPause:
+    """A pause that needs a person (credentials refused, a permission missing, a web page instead of
+    the API), as `status` shows it: what to fix, and until when (wall clock) it is not tried again."""
+
+    reason: str
+    until: float
+
+
+class LastRefusal:
+    """The latest refusal that needs a person, remembered until the pause it started ends."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reason = ""
+        self._until = 0.0
+
+    def note(self, reason: str, seconds: float) -> None:
+        """A refusal that pauses for `seconds`; `reason` is the error's message (it holds no secret)."""
+        with self._lock:
+            self._reason, self._until = reason, self._clock() + seconds
+
+    def current(self) -> PersonPause | None:
+        """The pause in force now, its end on the wall clock; None when there is none."""
+        with self._lock:
+            remaining = self._until - self._clock()
+            reason = self._reason
+        return PersonPause(reason, time.time() + remaining) if remaining > 0 else None

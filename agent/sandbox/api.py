@@ -28,7 +28,8 @@ from agent.sandbox.answers import (
 )
 from agent.sandbox.multipart import FilePart, group_items, item_key, parse_multipart
 from agent.sandbox.settings import SandboxSettings
-from agent.sandbox.store import BadParameter, Item, Store, parse_list_query
+from agent.sandbox.listing import BadParameter, parse_list_query
+from agent.sandbox.store import Item, Store
 
 REFRESH_GRACE_SECONDS = 60.0
 REFRESH_TOKEN_TTL_SECONDS = 90 * 24 * 3600.0

@@ -7,6 +7,7 @@ WAL mode and a busy timeout make it safe for `run`, `status` and a one-off `uplo
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import sqlite3
 import threading
@@ -37,7 +38,8 @@ CREATE INDEX IF NOT EXISTS uploads_finished ON uploads(outcome, finished_at);
 CREATE TABLE IF NOT EXISTS attempts (
     sha256     TEXT NOT NULL,
     started_at REAL NOT NULL,
-    outcome    TEXT                     -- created | rejected | unknown | failed: <why>; NULL while in flight
+    outcome    TEXT,                    -- created | rejected | unknown | failed; NULL while in flight
+    reason     TEXT                     -- why it failed (ledgers before 2026-12 kept "failed: <why>" in outcome)
 );
 CREATE TABLE IF NOT EXISTS pending (
     file   TEXT PRIMARY KEY,
@@ -65,6 +67,40 @@ CREATE TABLE IF NOT EXISTS mirror (
 """
 
 
+class UploadOutcome(enum.StrEnum):
+    """What became of a piece of content; the values are the strings stored in `uploads.outcome`."""
+
+    SENDING = "sending"  # an attempt left and its answer is not recorded yet
+    UPLOADED = "uploaded"
+    REJECTED = "rejected"  # by Qonto, or before any request (empty, not a PDF, too large)
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt ended; the values are the strings stored in `attempts.outcome`."""
+
+    CREATED = "created"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"  # no answer for this item: safe to resend with the same key
+    FAILED = "failed"  # the request failed; `Attempt.reason` says how
+
+    @classmethod
+    def parse(cls, text: str) -> tuple[AttemptOutcome, str | None]:
+        """(outcome, reason) of a recorded or given text; "failed: <why>" is FAILED with its reason."""
+        failed, sep, why = text.partition(":")
+        if sep and failed == cls.FAILED:
+            return cls.FAILED, why.strip() or None
+        return cls(text), None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt to send a piece of content; `outcome` is None while it is in flight."""
+
+    started_at: float
+    outcome: AttemptOutcome | None
+    reason: str | None
+
+
 @dataclass(frozen=True)
 class Upload:
     """One piece of content (by SHA-256) and what became of it."""
@@ -74,7 +110,7 @@ class Upload:
     file_name: str
     size: int
     dropped_at: float | None
-    outcome: str
+    outcome: UploadOutcome
     invoice_id: str | None
     attempts: int
     first_attempt_at: float | None
@@ -92,13 +128,29 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class MirrorEntry:
+    """What the outbox holds for one invoice: its stem, the version written, its attachment file."""
+
+    invoice_id: str
+    stem: str
+    updated_at: str | None
+    attachment_id: str | None
+    attachment_sha256: str | None
+    file: str | None
+    row: dict  # the invoices.csv row
+
+
+@dataclass(frozen=True)
 class Heartbeat:
-    """`run` says it is alive, and how it watches the inbox, every few seconds (for `status`)."""
+    """`run` says it is alive, how it watches the inbox, and whether it is paused waiting for a
+    person (why, and until when), every few seconds (for `status`)."""
 
     pid: int
     at: float  # wall clock
     mode: str
     why: str
+    paused: str | None = None  # what a person must fix; no secret (the client's errors hold none)
+    paused_until: float | None = None  # wall clock
 
 
 _HEARTBEAT, _CURSOR, _LAST_SYNC = "heartbeat", "sync_cursor", "last_sync_at"  # keys of the meta table
@@ -119,6 +171,18 @@ class Ledger:
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._db.executescript(SCHEMA)  # runs its own transaction
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Ledgers written before attempts had a `reason` column get it; their "failed: <why>"
+        outcomes are split into outcome 'failed' and the reason. Other tables are unchanged."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(attempts)")}
+        if "reason" in columns:
+            return
+        with self._tx() as db:
+            db.execute("ALTER TABLE attempts ADD COLUMN reason TEXT")
+            db.execute("UPDATE attempts SET outcome = 'failed', reason = NULLIF(TRIM(SUBSTR(outcome, 8)), '') "
+                       "WHERE outcome LIKE 'failed:%'")
 
     def close(self) -> None:
         with self._lock:
@@ -158,35 +222,42 @@ class Ledger:
             db.execute(
                 """INSERT INTO uploads (sha256, idempotency_key, file_name, size, dropped_at, outcome,
                                         attempts, first_attempt_at, last_attempt_at)
-                   VALUES (?, ?, ?, ?, ?, 'sending', 1, ?, ?)
+                   VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
                    ON CONFLICT(sha256) DO UPDATE SET
-                       outcome = 'sending', file_name = excluded.file_name, size = excluded.size,
+                       outcome = excluded.outcome, file_name = excluded.file_name, size = excluded.size,
                        dropped_at = COALESCE(uploads.dropped_at, excluded.dropped_at),
                        attempts = uploads.attempts + 1,
-                       first_attempt_at = CASE WHEN uploads.outcome = 'sending'
+                       first_attempt_at = CASE WHEN uploads.outcome = excluded.outcome  -- still sending
                            THEN COALESCE(uploads.first_attempt_at, excluded.first_attempt_at)
                            ELSE excluded.first_attempt_at END,
                        last_attempt_at = excluded.last_attempt_at""",
-                (sha256, key, file_name, size, dropped_at, now, now),
+                (sha256, key, file_name, size, dropped_at, UploadOutcome.SENDING, now, now),
             )
             db.execute("INSERT INTO attempts (sha256, started_at) VALUES (?, ?)", (sha256, now))
 
-    def finish_attempt(self, sha256: str, outcome: str) -> None:
+    def finish_attempt(self, sha256: str, outcome: AttemptOutcome, reason: str | None = None) -> None:
         """Note how the last attempt ended when it did not settle the content (unknown, failed)."""
         with self._tx() as db:
-            _close_attempt(db, sha256, outcome)
+            _close_attempt(db, sha256, outcome, reason)
+
+    def attempts(self, sha256: str) -> list[Attempt]:
+        """Every attempt to send this content, oldest first."""
+        rows = self._query("SELECT * FROM attempts WHERE sha256=? ORDER BY rowid", (sha256,))
+        return [_attempt(r) for r in rows]
 
     def record_uploaded(self, sha256: str, invoice_id: str, now: float | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE uploads SET outcome='uploaded', invoice_id=?, finished_at=?, errors=NULL, "
-                       "hint=NULL WHERE sha256=?", (invoice_id, time.time() if now is None else now, sha256))
-            _close_attempt(db, sha256, "created")
+            db.execute("UPDATE uploads SET outcome=?, invoice_id=?, finished_at=?, errors=NULL, hint=NULL "
+                       "WHERE sha256=?", (UploadOutcome.UPLOADED, invoice_id, time.time() if now is None else now,
+                                          sha256))
+            _close_attempt(db, sha256, AttemptOutcome.CREATED)
 
     def record_rejected(self, sha256: str, errors: list[dict], hint: str, now: float | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE uploads SET outcome='rejected', finished_at=?, errors=?, hint=? WHERE sha256=?",
-                       (time.time() if now is None else now, json.dumps(errors), hint, sha256))
-            _close_attempt(db, sha256, "rejected")
+            db.execute("UPDATE uploads SET outcome=?, finished_at=?, errors=?, hint=? WHERE sha256=?",
+                       (UploadOutcome.REJECTED, time.time() if now is None else now, json.dumps(errors), hint,
+                        sha256))
+            _close_attempt(db, sha256, AttemptOutcome.REJECTED)
 
     def record_local_error(self, sha256: str | None, key: str | None, file_name: str, size: int,
                            errors: list[dict], hint: str) -> None:
@@ -195,14 +266,14 @@ class Ledger:
         with self._tx() as db:
             db.execute(
                 """INSERT INTO uploads (sha256, idempotency_key, file_name, size, outcome, finished_at, errors, hint)
-                   VALUES (?, ?, ?, ?, 'rejected', ?, ?, ?)
-                   ON CONFLICT(sha256) DO UPDATE SET outcome='rejected', finished_at=excluded.finished_at,
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(sha256) DO UPDATE SET outcome=excluded.outcome, finished_at=excluded.finished_at,
                        errors=excluded.errors, hint=excluded.hint, file_name=excluded.file_name""",
-                (sha256 or f"local:{file_name}:{now}", key or "", file_name, size, now,
+                (sha256 or f"local:{file_name}:{now}", key or "", file_name, size, UploadOutcome.REJECTED, now,
                  json.dumps(errors), hint),
             )
 
-    def recent(self, outcome: str, limit: int = 10) -> list[Upload]:
+    def recent(self, outcome: UploadOutcome, limit: int = 10) -> list[Upload]:
         rows = self._query("SELECT * FROM uploads WHERE outcome=? ORDER BY finished_at DESC LIMIT ?",
                            (outcome, limit))
         return [_upload(r) for r in rows]
@@ -242,7 +313,10 @@ class Ledger:
 
     def heartbeat(self) -> Heartbeat | None:
         data = self._get(_HEARTBEAT)
-        return Heartbeat(**data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        known = {f.name for f in dataclasses.fields(Heartbeat)}  # a newer agent's extra facts are skipped
+        return Heartbeat(**{k: v for k, v in data.items() if k in known})
 
     def cursor(self) -> str | None:
         """The outbox sync's cursor: every invoice updated before it is in the outbox."""
@@ -266,36 +340,42 @@ class Ledger:
 
     # --- mirror entries -------------------------------------------------------------------------
 
-    def mirror_entry(self, invoice_id: str) -> dict | None:
+    def mirror_entry(self, invoice_id: str) -> MirrorEntry | None:
         rows = self._query("SELECT * FROM mirror WHERE invoice_id=?", (invoice_id,))
         return _mirror(rows[0]) if rows else None
 
-    def mirror_entries(self) -> list[dict]:
+    def mirror_entries(self) -> list[MirrorEntry]:
         return [_mirror(r) for r in self._query("SELECT * FROM mirror ORDER BY invoice_id")]
 
-    def upsert_mirror(self, invoice_id: str, stem: str, updated_at: str | None, attachment_id: str | None,
-                      attachment_sha256: str | None, file: str | None, row: dict) -> None:
+    def upsert_mirror(self, entry: MirrorEntry) -> None:
+        """Record what the outbox now holds for `entry.invoice_id`, replacing what it held before."""
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO mirror VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (invoice_id, stem, updated_at, attachment_id, attachment_sha256, file,
-                        json.dumps(row, ensure_ascii=False)))
+                       (entry.invoice_id, entry.stem, entry.updated_at, entry.attachment_id, entry.attachment_sha256,
+                        entry.file, json.dumps(entry.row, ensure_ascii=False)))
 
     def mirror_count(self) -> int:
         return self._query("SELECT COUNT(*) FROM mirror")[0][0]
 
 
-def _close_attempt(db: sqlite3.Connection, sha256: str, outcome: str) -> None:
-    db.execute("UPDATE attempts SET outcome=? WHERE rowid = (SELECT MAX(rowid) FROM attempts WHERE sha256=?)",
-               (outcome, sha256))
+def _close_attempt(db: sqlite3.Connection, sha256: str, outcome: AttemptOutcome, reason: str | None = None) -> None:
+    db.execute("UPDATE attempts SET outcome=?, reason=? "
+               "WHERE rowid = (SELECT MAX(rowid) FROM attempts WHERE sha256=?)", (outcome, reason, sha256))
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    if row["outcome"] is None:
+        return Attempt(row["started_at"], None, row["reason"])
+    outcome, said = AttemptOutcome.parse(row["outcome"])  # "failed: <why>" written by an older agent
+    return Attempt(row["started_at"], outcome, row["reason"] or said)
 
 
 def _upload(row: sqlite3.Row) -> Upload:
     data = dict(row)
     data["errors"] = json.loads(data["errors"]) if data["errors"] else []
+    data["outcome"] = UploadOutcome(data["outcome"])
     return Upload(**data)
 
 
-def _mirror(row: sqlite3.Row) -> dict:
-    data = dict(row)
-    data["row"] = json.loads(data["row"])
-    return data
+def _mirror(row: sqlite3.Row) -> MirrorEntry:
+    return MirrorEntry(**{**dict(row), "row": json.loads(row["row"])})
