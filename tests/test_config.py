@@ -22,7 +22,7 @@ def test_defaults_and_relative_paths(tmp_path):
     cfg = load_doc(tmp_path, '[qonto]\nlogin = "acme"\nsecret_key = "s3cret-value"\n')
     assert cfg.inbox.path == tmp_path / "inbox"
     assert cfg.outbox.path == tmp_path / "outbox"
-    assert cfg.inbox.batch_size == 20 and cfg.inbox.patterns == ("*.pdf",)
+    assert cfg.inbox.batch_size == 20 and cfg.inbox.patterns == ("*.pdf", "*.jpg", "*.jpeg", "*.png")
     assert cfg.qonto.api_root == "https://thirdparty.qonto.com"
     assert cfg.state.path.name.startswith("inbox-") and cfg.state.path.suffix == ".sqlite"
 
