@@ -207,6 +207,8 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
         if progress:
             progress.done()
         waiting = len(pipeline.settler.files)
+        for path, _, why in pipeline.settler.pending():
+            log.info("left waiting: %s — %s", path.relative_to(config.inbox.path), why)
     finally:
         pipeline.close()
         filing.close()

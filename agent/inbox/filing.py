@@ -55,6 +55,9 @@ class Filing:
                               "is mounted.")
         for folder in (self.done, self.error, self.processing):
             folder.mkdir(exist_ok=True)
+        if not _is_real_dir(self.processing):  # claims moved through a link would leave the inbox
+            raise ConfigError(f"{self.processing} is a link or not a folder: remove it (the agent keeps the files "
+                              "it is working on there).")
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.own = self.processing / self.id
         self.own.mkdir()

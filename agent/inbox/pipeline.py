@@ -92,11 +92,14 @@ class Pipeline:
 
     def scan(self) -> None:
         """Look at everything in the inbox: work is tracked, what is left aside is said once."""
+        present = []
         for path, why in self.rules.survey():
+            present.append(str(path.relative_to(self.config.inbox.path)))
             if why is None or why in (Unaccepted.HARD_LINK, Unaccepted.LINK):
                 self.settler.track(path)  # the settler looks again, and lists it while it stays so
             else:
                 self._tell(path, why)
+        self.ledger.prune_seen(present)  # the ages of unfinished files that are gone
 
     def _tell(self, path: Path, why: Unaccepted) -> None:
         if (path, why) not in self._told:

@@ -305,6 +305,14 @@ class Ledger:
         with self._tx() as db:
             db.execute("DELETE FROM sightings WHERE file=?", (rel,))
 
+    def prune_seen(self, present: Iterable[str]) -> None:
+        """Forget the ages of files no longer in the inbox (the table holds only unfinished files)."""
+        keep = set(present)
+        gone = [(r["file"],) for r in self._query("SELECT file FROM sightings") if r["file"] not in keep]
+        if gone:
+            with self._tx() as db:
+                db.executemany("DELETE FROM sightings WHERE file=?", gone)
+
     # --- small facts: heartbeat, cursor, last sync ---------------------------------------------
 
     def beat(self, heartbeat: Heartbeat | None) -> None:
