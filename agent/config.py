@@ -96,7 +96,7 @@ class InboxConfig:
     debounce_seconds: float = 2.0
     max_wait_seconds: float = 30.0
     batch_size: int = MAX_ITEMS
-    incomplete_after_seconds: float = 3600.0  # a PDF still missing its %%EOF goes to error/ then
+    incomplete_after_seconds: float = 3600.0  # a file still looking unfinished goes to error/ then
 
 
 @dataclass(frozen=True)

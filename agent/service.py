@@ -206,9 +206,10 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
             time.sleep(min(wait or 0.1, 0.5))
         if progress:
             progress.done()
-        waiting = len(pipeline.settler.files)
-        for path, _, why in pipeline.settler.pending():
+        left = pipeline.settler.pending()  # files left aside for a person are not "waiting"
+        for path, _, why in left:
             log.info("left waiting: %s — %s", path.relative_to(config.inbox.path), why)
+        waiting = len(left)
     finally:
         pipeline.close()
         filing.close()
