@@ -69,7 +69,7 @@ def test_settler_waits_for_quiet_and_classifies(tmp_path):
     empty.write_bytes(b"")
     text = tmp_path / "text.pdf"
     text.write_text("hello, I am not a PDF")
-    settler = Settler(tmp_path, settle_seconds=0.3)
+    settler = Settler(tmp_path, settle_seconds=0.3, incomplete_after_seconds=1.0)  # empty: waited for, then refused
     for p in (good, empty, text):
         settler.track(p)
     start = time.monotonic()

@@ -117,7 +117,7 @@ def _why_not(claim: Claim, st: os.stat_result, identity: Identity, rules: Rules)
 
 
 def _verdict(claim: Claim, state: State, kind: Kind | None, size: int) -> Back | Refusal | None:
-    if state is State.WRITING:
+    if state in (State.WRITING, State.EMPTY):
         return Back("it looks unfinished")
     if state is not State.COMPLETE:
         return reasons.refusal(state, size)

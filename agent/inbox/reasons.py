@@ -28,7 +28,7 @@ class Refusal:
 def refusal(state: State, size: int) -> Refusal:
     """The refusal for a file judged `state` (anything but complete or still being written)."""
     if state is State.EMPTY:
-        return Refusal("empty", "the file is empty (0 bytes)",
+        return Refusal("empty", "the file is empty (0 bytes), and stayed so",
                        "The copy or scan did not finish: save the invoice again into the inbox.")
     if state is State.TOO_LARGE:
         return Refusal("too_large", f"the file is {size / 1e6:.1f} MB; Qonto accepts at most "

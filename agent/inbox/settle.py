@@ -25,7 +25,8 @@ from agent.inbox.reasons import Refusal, Unaccepted
 
 log = logging.getLogger(__name__)
 
-SLOW_LOOK_SECONDS = 1.0  # how often an unfinished or unaccepted file is looked at again
+SLOW_LOOK_SECONDS = 1.0
+_UNFINISHED = (State.WRITING, State.EMPTY)  # how often an unfinished or unaccepted file is looked at again
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Settler:
             return Refused(path, identity.size, seen.refusal)
         if seen.state is State.COMPLETE:
             return Ready(path, identity.size, seen.first_seen, identity, seen.kind)
-        if seen.state is State.WRITING:
+        if seen.state in _UNFINISHED:  # empty too: a writer may not have written its first byte yet
             return self._unfinished(path, rel, seen, now)
         assert seen.state is not None
         return Refused(path, identity.size, reasons.refusal(seen.state, identity.size))
@@ -186,6 +187,8 @@ class Settler:
         if now - seen.unfinished_since < self.incomplete_after_seconds:
             return None
         assert seen.identity is not None
+        if seen.state is State.EMPTY:
+            return Refused(path, 0, reasons.refusal(State.EMPTY, 0))
         return Refused(path, seen.identity.size, reasons.incomplete(self.incomplete_after_seconds))
 
     def _forget(self, path: Path) -> None:
@@ -196,7 +199,7 @@ class Settler:
     def settling(self) -> bool:
         """Some file may become ready soon (not held back, unfinished or left aside)."""
         now = time.monotonic()
-        return any(seen.hold_until <= now and seen.state is not State.WRITING and seen.unaccepted is None
+        return any(seen.hold_until <= now and seen.state not in _UNFINISHED and seen.unaccepted is None
                    for seen in self.files.values())
 
     def next_check(self) -> float | None:
@@ -217,7 +220,7 @@ class Settler:
         for path, seen in self.files.items():
             if seen.unaccepted:
                 continue
-            if seen.state is State.WRITING:
+            if seen.state in _UNFINISHED:
                 reason = reasons.UNFINISHED
             elif seen.hold_until > now:
                 reason = seen.hold_reason

@@ -35,11 +35,14 @@ REFRESH_GRACE_SECONDS = 60.0
 REFRESH_TOKEN_TTL_SECONDS = 90 * 24 * 3600.0
 OAUTH_SCOPE = "supplier_invoice.write supplier_invoice.read attachment.read organization.read offline_access"
 LEGAL_NAME = "Sandbox Company SAS"
-_MAGIC = ((b"%PDF-", "application/pdf"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 
 
 def _sniff(data: bytes) -> str | None:
-    """The content type given by the magic bytes: PDF, PNG or JPEG; None for anything else."""
+    """The content type given by the magic bytes: PDF (its header within the first 1024 bytes, as
+    readers accept it), PNG or JPEG; None for anything else."""
+    if b"%PDF-" in data[:1029]:
+        return "application/pdf"
     return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
 
 
