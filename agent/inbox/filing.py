@@ -94,7 +94,14 @@ class Filing:
         Links are listed too, never followed: the uploader refuses them like any other file.
         """
         out = []
-        for token in sorted(p for p in self.own.iterdir() if _is_real_dir(p)):
+        for token in sorted(self.own.iterdir()):
+            if token.is_symlink():  # planted (a link to a folder elsewhere): removed, never entered
+                log.warning("removed %s from the claim folder: it is not a folder the agent made (a link?)", token.name)
+                token.unlink(missing_ok=True)
+                continue
+            if not _is_real_dir(token):  # a file put there by hand: it is checked and sent like any other
+                out.append(Claim(token, Path(token.name), token.lstat().st_mtime))
+                continue
             try:
                 dropped_at = int(token.name.split("-", 1)[0]) / 1000
             except ValueError:
@@ -121,7 +128,7 @@ class Filing:
                 for token in folder.iterdir():
                     try:
                         os.rename(token, self.own / token.name)
-                        adopted += 1
+                        adopted += _is_real_dir(self.own / token.name)
                     except OSError as exc:
                         log.warning("could not adopt %s from a stopped agent: %s", token, exc)
                 shutil.rmtree(folder, ignore_errors=True)

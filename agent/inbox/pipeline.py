@@ -18,7 +18,7 @@ from agent.inbox.batch import Batcher
 from agent.inbox.filing import Filing
 from agent.inbox.hold import Hold
 from agent.inbox.reasons import Unaccepted
-from agent.inbox.rules import Rules
+from agent.inbox.rules import Rules, problem_of
 from agent.inbox.settle import Ready, Settler
 from agent.inbox.uploader import Outcome, Uploader
 from agent.qonto.client import QontoClient
@@ -88,7 +88,10 @@ class Pipeline:
             else:
                 self.settler.writing(path, writing)
         elif verdict:
-            self._tell(path, verdict)
+            try:
+                self._tell(path, problem_of(path.lstat(), verdict) or verdict)
+            except OSError:
+                pass  # gone meanwhile
 
     def scan(self) -> None:
         """Look at everything in the inbox: work is tracked, what is left aside is said once."""

@@ -88,8 +88,11 @@ class Rules:
                 verdict = self.classify(path)
                 if verdict is False:
                     continue
-                problem = _entry_problem(entry)
-                yield path, problem if verdict is True or problem is Unaccepted.LINK else verdict
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # gone meanwhile
+                yield path, problem_of(st, verdict)
 
     def scan(self) -> Iterator[Path]:
         """Every candidate file under the inbox, never entering the archive or following links."""
@@ -108,14 +111,13 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() == "@eadir"
 
 
-def _entry_problem(entry: os.DirEntry) -> Unaccepted | None:
-    """A link, a device or a hard-linked file is left where it is (a matching name is not enough)."""
-    try:
-        st = entry.stat(follow_symlinks=False)
-    except OSError:
-        return None  # gone meanwhile: the settler will see
+def problem_of(st: os.stat_result, verdict: bool | Unaccepted) -> Unaccepted | None:
+    """What keeps a file whose name `classify` judged from being taken: a link first (whatever its
+    name), then its name's verdict, then a device or a hard link (a matching name is not enough)."""
     if stat.S_ISLNK(st.st_mode):
         return Unaccepted.LINK
+    if verdict is not True:
+        return verdict or None
     if not stat.S_ISREG(st.st_mode):
         return Unaccepted.NOT_A_FILE
     return Unaccepted.HARD_LINK if st.st_nlink > 1 else None
