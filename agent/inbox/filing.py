@@ -95,6 +95,8 @@ class Filing:
         """
         out = []
         for token in sorted(self.own.iterdir()):
+            if token.name.startswith("."):
+                continue
             if token.is_symlink():  # planted (a link to a folder elsewhere): removed, never entered
                 log.warning("removed %s from the claim folder: it is not a folder the agent made (a link?)", token.name)
                 token.unlink(missing_ok=True)
@@ -151,8 +153,7 @@ class Filing:
     def file_snapshot(self, claim: Claim, snapshot: BinaryIO) -> Path:
         """File the bytes that were sent in done/ under the claim's name, when the original changed
         after it was copied: done/ then holds what Qonto holds."""
-        token = claim.path.relative_to(self.own).parts[0]
-        path = self.own / token / f".sent-{uuid.uuid4().hex[:8]}"
+        path = self.own / f".sent-{uuid.uuid4().hex[:8]}"  # dot names are never taken for claims
         snapshot.seek(0)
         with open(path, "xb") as out:
             shutil.copyfileobj(snapshot, out)
