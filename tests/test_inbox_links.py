@@ -8,6 +8,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from corpus import jpeg_photo, png_image
@@ -142,15 +143,19 @@ def drop_sentinel(inbox: Path, agent, name: str = "sentinel.pdf") -> bytes:
     return data
 
 
+def start(tmp_path: Path, sandbox: Sandbox, agents, polling: bool, **settings: Any) -> tuple[Path, Path, Any]:
+    """(config, inbox, agent): `run` started on a fresh inbox in the mode under test."""
+    config = make_config(tmp_path, sandbox, inbox=inbox_settings(polling, **settings))
+    return config, tmp_path / "inbox", agents(config, "run")
+
+
 # --- 1. links and swaps --------------------------------------------------------------------------
 
 @MODES
 def test_a_symlink_to_an_outside_pdf_is_left_listed_and_logged_once(tmp_path, sandbox, agents, polling):
     outside = Outside(tmp_path)
     outside.freeze()
-    config = make_config(tmp_path, sandbox, inbox=inbox_settings(polling, rescan_seconds=1.0))
-    inbox = tmp_path / "inbox"
-    agent = agents(config, "run")
+    config, inbox, agent = start(tmp_path, sandbox, agents, polling, rescan_seconds=1.0)
     wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)
     (inbox / "link.pdf").symlink_to(outside.secret)
     sentinel = drop_sentinel(inbox, agent)
@@ -203,9 +208,7 @@ def test_links_planted_in_the_claim_folder_are_never_followed(tmp_path, sandbox,
 def test_a_settled_file_swapped_for_a_link_during_the_debounce_is_not_sent(tmp_path, sandbox, agents, polling):
     outside = Outside(tmp_path)
     outside.freeze()
-    config = make_config(tmp_path, sandbox, inbox=inbox_settings(polling, debounce_seconds=3.0))
-    inbox = tmp_path / "inbox"
-    agent = agents(config, "run")
+    config, inbox, agent = start(tmp_path, sandbox, agents, polling, debounce_seconds=3.0)
     write_pdf(inbox / "a.pdf", "the file that settled")
     wait_for(lambda: queued(config, "a.pdf"), message="a.pdf queued for upload", on_fail=agent.log)
     (inbox / ".swap").symlink_to(outside.secret)
@@ -253,9 +256,7 @@ def test_a_link_to_an_outside_folder_is_logged_once_as_a_link(tmp_path, sandbox,
     outside = Outside(tmp_path)
     outside.add("shadow/a.pdf", "outside, behind a folder link")
     outside.freeze()
-    config = make_config(tmp_path, sandbox, inbox=inbox_settings(polling, rescan_seconds=1.0))
-    inbox = tmp_path / "inbox"
-    agent = agents(config, "run")
+    config, inbox, agent = start(tmp_path, sandbox, agents, polling, rescan_seconds=1.0)
     wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)
     (inbox / "shared").symlink_to(outside.root / "shadow", target_is_directory=True)
     sentinel = drop_sentinel(inbox, agent)
@@ -271,9 +272,7 @@ def test_a_link_to_an_outside_folder_is_logged_once_as_a_link(tmp_path, sandbox,
 @MODES
 def test_a_hard_link_to_an_outside_file_is_left_listed_and_logged_once(tmp_path, sandbox, agents, polling):
     outside = Outside(tmp_path)
-    config = make_config(tmp_path, sandbox, inbox=inbox_settings(polling, rescan_seconds=1.0))
-    inbox = tmp_path / "inbox"
-    agent = agents(config, "run")
+    config, inbox, agent = start(tmp_path, sandbox, agents, polling, rescan_seconds=1.0)
     wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)
     os.link(outside.secret, inbox / "hard.pdf")
     outside.freeze()  # after the link, which changes the file's link count (and so its change time)
