@@ -144,8 +144,8 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 result["end"] = RunEnd.WATCHER_DIED
                 stopping.set()
                 break
-            for path, writing in watcher.drain():
-                pipeline.track(path, writing)
+            for path, event in watcher.drain():
+                pipeline.track(path, event)
             now = time.monotonic()
             if now >= next_rescan:
                 pipeline.resume()
@@ -170,6 +170,8 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         watcher.stop()
         pipeline.close()
         filing.close()
+        if sync.is_alive():  # it stops at its next step (cancel=stopping); the ledger closes after
+            sync.join(SHUTDOWN_GRACE_SECONDS / 2)
         ledger.beat(None)
 
 

@@ -15,6 +15,7 @@ from agent.config import Config
 
 from agent.base import times
 from agent.base.times import iso
+from agent.base.text import printable
 from agent.inbox.filing import iter_files
 from agent.inbox.rules import Rules, choose_mode
 from agent.state.ledger import Ledger, UploadOutcome
@@ -74,7 +75,7 @@ def _survey(config: Config) -> tuple[list[Path], list[dict[str, str]]]:
         if why is None:
             candidates.append(path)
         else:
-            not_taken.append({"file": str(path.relative_to(config.inbox.path)), "code": why.value,
+            not_taken.append({"file": printable(str(path.relative_to(config.inbox.path))), "code": why.value,
                               "reason": why.text})
     return candidates, sorted(not_taken, key=lambda n: n["file"])
 
@@ -87,7 +88,7 @@ def _unattended(config: Config, candidates: list[Path]) -> list[dict[str, Any]]:
             since = path.stat().st_mtime
         except OSError:
             continue
-        out.append({"file": str(path.relative_to(config.inbox.path)), "since": iso(since),
+        out.append({"file": printable(str(path.relative_to(config.inbox.path))), "since": iso(since),
                     "reason": "no agent is running: start `qonto-agent run`, or `qonto-agent upload` once"})
     return sorted(out, key=lambda p: p["since"] or "")
 

@@ -98,6 +98,8 @@ def open_file(root: Path, rel: Path) -> tuple[int, os.stat_result]:
 
 def lstat(root: Path, rel: Path) -> os.stat_result:
     """`lstat` of `root/rel`, reached without following a link on the way."""
+    if len(rel.parts) == 1:  # the common case, one system call: only the last name can be a link
+        return os.lstat(root / rel)
     with folder(root, rel.parts[:-1]) as parent:
         if parent is None:
             return os.lstat(root / rel)

@@ -21,11 +21,14 @@ from typing import Any, BinaryIO, Iterator
 from agent.base import beneath, files as atomic
 from agent.base.beneath import Identity
 from agent.base.files import ProcessLock
+from agent.base.text import printable
 from agent.base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PROCESSING = ".processing"
+NAME_MAX = 255  # bytes in one file name, on every file system the agent meets
+SIDECAR_RESERVE = len(".error.json") + len(".") + len(".tmp-") + 12  # its temporary name while written
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Claim:
     def name(self) -> str:
         return self.rel.name
 
+    @property
+    def label(self) -> str:
+        """The name as text for the ledger, sidecars and Qonto (see `base.text.printable`)."""
+        return printable(self.rel.name)
+
 
 class Filing:
     """The inbox's moving parts: claim folder, done/, error/."""
@@ -54,10 +62,14 @@ class Filing:
             raise ConfigError(f"the inbox folder {inbox} does not exist: create it, or check that its share "
                               "is mounted.")
         for folder in (self.done, self.error, self.processing):
-            folder.mkdir(exist_ok=True)
-        if not _is_real_dir(self.processing):  # claims moved through a link would leave the inbox
-            raise ConfigError(f"{self.processing} is a link or not a folder: remove it (the agent keeps the files "
-                              "it is working on there).")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                pass
+            if not _is_real_dir(folder):  # files moved through a link would leave the inbox
+                raise ConfigError(f"{folder} is a link or a file, not a folder: remove or rename it (the agent "
+                                  "files invoices in done/ and error/, and keeps the ones it is working on in "
+                                  ".processing/, all inside the inbox; mount another disk there if need be).")
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.own = self.processing / self.id
         self.own.mkdir()
@@ -142,12 +154,12 @@ class Filing:
     # --- filing away ------------------------------------------------------------------------------
 
     def to_done(self, claim: Claim) -> Path:
-        return self._file_away(claim, self.done)
+        return self._file_away(claim, "done")
 
     def to_error(self, claim: Claim, sidecar: dict[str, Any]) -> Path:
         """Move to error/ with `<name>.error.json` beside it, saying why and what to do."""
-        target = self._file_away(claim, self.error)
-        atomic.write_json(target.with_name(target.name + ".error.json"), {**sidecar, "file": target.name})
+        target = self._file_away(claim, "error", reserve=SIDECAR_RESERVE)
+        atomic.write_json(target.with_name(target.name + ".error.json"), {**sidecar, "file": printable(target.name)})
         return target
 
     def file_snapshot(self, claim: Claim, snapshot: BinaryIO) -> Path:
@@ -159,28 +171,30 @@ class Filing:
             shutil.copyfileobj(snapshot, out)
             out.flush()
             os.fsync(out.fileno())
-        return self._file_away(Claim(path, Path(claim.name), claim.dropped_at), self.done, keep_token=True)
+        return self._file_away(Claim(path, Path(claim.name), claim.dropped_at), "done", keep_token=True)
 
     def release(self, claim: Claim) -> Path | None:
         """Put a claimed file back where it was found (or at the inbox's top if that folder became a
         link), to be tried again later; None when it is gone."""
         try:
-            return self._move_out(claim, self.inbox, claim.rel)
+            return self._move_out(claim, claim.rel)
         except OSError as exc:
             if not beneath.is_link_error(exc):
                 raise
-            return self._move_out(claim, self.inbox, Path(claim.name))
+            return self._move_out(claim, Path(claim.name))
 
-    def _file_away(self, claim: Claim, folder: Path, keep_token: bool = False) -> Path:
-        target = self._move_out(claim, folder, Path(claim.name), keep_token)
+    def _file_away(self, claim: Claim, folder: str, keep_token: bool = False, reserve: int = 0) -> Path:
+        target = self._move_out(claim, Path(folder, claim.name), keep_token, reserve)
         if target is None:
             raise FileNotFoundError(errno.ENOENT, "the claimed file disappeared", str(claim.path))
         return target
 
-    def _move_out(self, claim: Claim, root: Path, rel: Path, keep_token: bool = False) -> Path | None:
-        """Move a claimed file to `root/rel`, or the first free `name (n).ext` beside it; never replaces."""
+    def _move_out(self, claim: Claim, rel: Path, keep_token: bool = False, reserve: int = 0) -> Path | None:
+        """Move a claimed file to `inbox/rel` (reached without links, folders made as needed), or the
+        first free `name (n).ext` beside it; never replaces."""
         source = claim.path.relative_to(self.own)
-        for candidate in _names(rel):
+        root = self.inbox
+        for candidate in _names(rel, reserve):
             try:
                 beneath.move(self.own, source, root, candidate, clobber=False)
             except FileExistsError:  # taken (perhaps a moment ago by another agent): the next name
@@ -195,13 +209,21 @@ class Filing:
         raise AssertionError("unreachable: _names is endless")
 
 
-def _names(rel: Path) -> Iterator[Path]:
-    """`invoice.pdf`, then `invoice (2).pdf`, `invoice (3).pdf`, ..."""
-    yield rel
+def _names(rel: Path, reserve: int = 0) -> Iterator[Path]:
+    """`invoice.pdf`, then `invoice (2).pdf`, `invoice (3).pdf`, ..., each shortened to fit a file
+    name's 255 bytes with `reserve` bytes to spare (a sidecar's suffix)."""
+    yield rel.with_name(_fit(rel.stem, rel.suffix, reserve))
     n = 2
     while True:
-        yield rel.with_name(f"{rel.stem} ({n}){rel.suffix}")
+        yield rel.with_name(_fit(rel.stem, f" ({n}){rel.suffix}", reserve))
         n += 1
+
+
+def _fit(stem: str, tail: str, reserve: int) -> str:
+    room = NAME_MAX - reserve - len(os.fsencode(tail))
+    while len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return stem + tail
 
 
 def _is_real_dir(path: Path) -> bool:

@@ -6,6 +6,7 @@ It knows nothing of signals, schedules or exit codes: `service` drives it for `r
 from __future__ import annotations
 
 import logging
+import stat
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent.base.errors import QontoError
+from agent.base.text import printable
 from agent.config import Config
 from agent.inbox.batch import Batcher
 from agent.inbox.filing import Filing
@@ -79,25 +81,24 @@ class Pipeline:
         for start in range(0, len(claims), self.config.inbox.batch_size):
             self._account(self.uploader.send_claims(claims[start:start + self.config.inbox.batch_size]))
 
-    def track(self, path: Path, writing: bool | None = None) -> None:
-        """A path to look at (an event's hint); `writing` is what inotify said of a writer, if anything."""
+    def track(self, path: Path, event: str | None = None) -> None:
+        """A path to look at (an event's hint); `event` is what inotify said a program did to it, if anything."""
         verdict = self.rules.classify(path)
         if verdict is True:
-            if writing is None:
-                self.settler.track(path)
-            else:
-                self.settler.writing(path, writing)
+            self.settler.event(path, event)
         elif verdict:
             try:
-                self._tell(path, problem_of(path.lstat(), verdict) or verdict)
+                st = path.lstat()
             except OSError:
-                pass  # gone meanwhile
+                return  # gone meanwhile
+            if not stat.S_ISDIR(st.st_mode):  # a folder renamed in a recursive inbox is no file
+                self._tell(path, problem_of(st, verdict) or verdict)
 
     def scan(self) -> None:
         """Look at everything in the inbox: work is tracked, what is left aside is said once."""
         present = []
         for path, why in self.rules.survey():
-            present.append(str(path.relative_to(self.config.inbox.path)))
+            present.append(self._shown(path))
             if why is None or why in (Unaccepted.HARD_LINK, Unaccepted.LINK):
                 self.settler.track(path)  # the settler looks again, and lists it while it stays so
             else:
@@ -162,13 +163,17 @@ class Pipeline:
         for hold in outcome.retry:
             self.settler.hold(hold.at_least_until(self._pause_until) if outcome.paused is not None else hold)
 
+    def _shown(self, path: Path) -> str:
+        """A path as `status` and the ledger show it: relative to the inbox, as valid text."""
+        return printable(str(path.relative_to(self.config.inbox.path)))
+
     def publish_pending(self) -> None:
         """Tell `status` (another process) what waits and why; written only when it changed."""
-        entries = sorted((str(p.relative_to(self.config.inbox.path)), since, why)
+        entries = sorted((self._shown(p), since, why)
                          for p, since, why in self.settler.pending())
-        entries += [(str(r.path.relative_to(self.config.inbox.path)), r.dropped_at, "queued for upload")
+        entries += [(self._shown(r.path), r.dropped_at, "queued for upload")
                     for r in self.batcher.queue]
-        entries += [(str(r.path.relative_to(self.config.inbox.path)), r.dropped_at, "uploading")
+        entries += [(self._shown(r.path), r.dropped_at, "uploading")
                     for batch in list(self._in_flight.values()) for r in batch]
         key = [(f, why) for f, _, why in entries]
         if key != self._pending_written:

@@ -67,6 +67,7 @@ class Unaccepted(enum.StrEnum):
     NOT_A_FILE = "not_a_file"
     OTHER_TYPE = "other_type"
     SUBFOLDER = "subfolder"
+    UNREADABLE = "unreadable_folder"
 
     @property
     def text(self) -> str:
@@ -82,6 +83,8 @@ _UNACCEPTED = {
                            "the inbox",
     Unaccepted.OTHER_TYPE: "only PDF, JPEG and PNG files are sent (`[inbox] patterns`): save it as a PDF, "
                            "or add its pattern if Qonto takes it",
+    Unaccepted.UNREADABLE: "this folder cannot be read by the user running qonto-agent: give that user read "
+                           "access to it",
     Unaccepted.SUBFOLDER: "it is in a subfolder, and subfolders are not watched: move it up into the inbox, "
                           "or set `[inbox] recursive = true`",
 }

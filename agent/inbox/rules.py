@@ -76,7 +76,10 @@ class Rules:
             try:
                 entries = list(os.scandir(folder))
             except OSError as exc:
-                log.warning("cannot list %s (%s): check that the folder exists and is readable", folder, exc)
+                if folder == self.root:
+                    log.warning("cannot list %s (%s): check that the folder exists and is readable", folder, exc)
+                else:  # said once, and listed by `status`, like any file left aside
+                    yield folder, Unaccepted.UNREADABLE
                 continue
             rel_dir = folder.relative_to(self.root)
             for entry in entries:

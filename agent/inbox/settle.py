@@ -18,6 +18,7 @@ from typing import Protocol
 
 from agent.base import beneath
 from agent.base.beneath import Identity
+from agent.base.text import printable
 from agent.inbox import reasons
 from agent.inbox.content import Kind, State, judge
 from agent.inbox.hold import Hold
@@ -69,7 +70,8 @@ class _Seen:
     refusal: Refusal | None = None  # it could not even be read
     kind: Kind | None = None
     unfinished_since: float | None = None  # monotonic start of the unfinished clock (carried age included)
-    writer_open: float | None = None  # monotonic: a write was seen and no close-after-write yet
+    writer_open: float | None = None  # monotonic: a write was seen while it is open
+    opens: int = 0  # opens minus closes seen (inotify): a writer may share the file with readers
     unaccepted: Unaccepted | None = None
     hold_until: float = 0.0  # monotonic: not before (retry backoff, credentials pause)
     hold_reason: str = ""
@@ -89,10 +91,26 @@ class Settler:
         if path not in self.files:
             self.files[path] = _Seen(None, time.monotonic(), time.time())
 
-    def writing(self, path: Path, open_: bool) -> None:
-        """The OS reported a write (`open_`) or a close after writing on `path`."""
+    def event(self, path: Path, kind: str | None) -> None:
+        """A hint that `path` changed; `kind` is what the OS says a program did to it (native events).
+
+        A write marks a writer; it is gone once every open seen is closed again, so a `touch` or a
+        reader closing the file meanwhile does not end a scanner's pause. Opens and closes of files
+        not tracked (our own reads after a file is ready) say nothing.
+        """
+        if kind in ("opened", "closed", "closed_no_write") and path not in self.files:
+            return
         self.track(path)
-        self.files[path].writer_open = time.monotonic() if open_ else None
+        seen = self.files[path]
+        if kind == "opened":
+            seen.opens += 1
+        elif kind == "modified":
+            seen.opens = max(seen.opens, 1)  # its open may predate the watch
+            seen.writer_open = seen.writer_open or time.monotonic()
+        elif kind in ("closed", "closed_no_write"):
+            seen.opens = max(0, seen.opens - 1)
+            if seen.opens == 0:
+                seen.writer_open = None
 
     def hold(self, hold: Hold) -> None:
         """Keep a file (back in the inbox after an attempt, or paused) from being offered until the hold ends."""
@@ -181,7 +199,7 @@ class Settler:
             carried = 0.0
             if self.ages is not None and seen.identity is not None:
                 wall = time.time()
-                carried = max(0.0, wall - self.ages.first_seen(str(rel), seen.identity.ino, wall))
+                carried = max(0.0, wall - self.ages.first_seen(printable(str(rel)), seen.identity.ino, wall))
             seen.unfinished_since = now - carried
         seen.hold_until = now + SLOW_LOOK_SECONDS
         if now - seen.unfinished_since < self.incomplete_after_seconds:
@@ -194,7 +212,7 @@ class Settler:
     def _forget(self, path: Path) -> None:
         seen = self.files.pop(path)
         if self.ages is not None and seen.unfinished_since is not None:
-            self.ages.forget_seen(str(path.relative_to(self.root)))
+            self.ages.forget_seen(printable(str(path.relative_to(self.root))))
 
     def settling(self) -> bool:
         """Some file may become ready soon (not held back, unfinished or left aside)."""

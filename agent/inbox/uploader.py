@@ -136,7 +136,7 @@ class Uploader:
         end = (known.last_attempt_at or time.time()) + RECONCILE_MARGIN_SECONDS
         try:
             for invoice in self.client.iter_supplier_invoices(created_from=iso(start), created_to=iso(end)):
-                if invoice.get("file_name") != item.claim.name or self.ledger.by_invoice(invoice["id"]):
+                if invoice.get("file_name") != item.claim.label or self.ledger.by_invoice(invoice["id"]):
                     continue
                 attachment_id = invoice.get("attachment_id")
                 if attachment_id and str(self.client.get_attachment(attachment_id).get("file_size")) != str(item.size):
@@ -154,8 +154,8 @@ class Uploader:
 
     def _upload(self, items: list[Prepared], outcome: Outcome) -> None:
         for item in items:
-            self.ledger.begin_attempt(item.sha256, item.key, item.claim.name, item.size, item.claim.dropped_at)
-        uploads = [UploadItem(item.claim.path, item.key, item.claim.name, item.kind.content_type, item.snapshot)
+            self.ledger.begin_attempt(item.sha256, item.key, item.claim.label, item.size, item.claim.dropped_at)
+        uploads = [UploadItem(item.claim.path, item.key, item.claim.label, item.kind.content_type, item.snapshot)
                    for item in items]
         try:
             results = self.client.upload_bulk(uploads)
@@ -210,11 +210,11 @@ class Uploader:
         """Into error/ unsent, with the refusal's words in the sidecar and the ledger."""
         key = idempotency_key(sha) if sha else None
         errors = [{"code": refusal.code, "detail": refusal.detail}]
-        self.ledger.record_local_error(sha, key, claim.name, size, errors, refusal.hint)
+        self.ledger.record_local_error(sha, key, claim.label, size, errors, refusal.hint)
         self._to_error(claim, sha, key, errors, refusal.hint)
 
     def _to_error(self, claim: Claim, sha: str | None, key: str | None, errors: list[dict], hint: str) -> None:
-        sidecar = {"file": claim.name, "sha256": sha, "idempotency_key": key, "errors": errors,
+        sidecar = {"file": claim.label, "sha256": sha, "idempotency_key": key, "errors": errors,
                    "failed_at": iso(time.time()), "hint": hint}
         target = self.filing.to_error(claim, sidecar)
         reason = "; ".join(str(e.get("detail") or e.get("code")) for e in errors)

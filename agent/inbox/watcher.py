@@ -19,32 +19,37 @@ from agent.inbox.rules import Rules, choose_mode
 log = logging.getLogger(__name__)
 
 WRITE_EVENTS = {"created", "modified", "moved", "closed"}  # "closed" is a close after writing
+WRITER_EVENTS = {"opened", "modified", "closed", "closed_no_write"}  # native only: who holds the file open
 
 
 class _Hints(FileSystemEventHandler):
     """Turns every event into a path to look at; the settler decides what it means.
 
-    With native events, a write (`modified`: inotify's IN_MODIFY) says a writer has the file open,
-    and `closed` (IN_CLOSE_WRITE) says it let go: a scanner pausing between pages is not done.
-    Polling observers only compare snapshots, so there their events say nothing about writers.
+    With native events, opens and closes (inotify's IN_OPEN, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE) and
+    writes (IN_MODIFY) are passed on with their kind, so the settler can tell that a writer still
+    holds a file open: a scanner pausing between pages is not done. Polling observers only compare
+    snapshots, so there events say nothing about writers.
     """
 
-    def __init__(self, sink: "queue.SimpleQueue[tuple[Path, bool | None]]", wake, native: bool) -> None:
+    def __init__(self, sink: "queue.SimpleQueue[tuple[Path, str | None]]", wake, native: bool) -> None:
         self.sink = sink
         self.wake = wake
         self.native = native
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        # Opening or reading a file (our own settle check does) says nothing new about it.
-        if event.event_type not in WRITE_EVENTS or (event.is_directory and event.event_type != "moved"):
+        # Hints only: the settler looks for itself. Opens and closes count writers (native mode).
+        kind: str | None = None
+        if event.is_directory:
+            if event.event_type != "moved":
+                return
+        elif self.native and event.event_type in WRITER_EVENTS:
+            kind = event.event_type
+        elif event.event_type not in WRITE_EVENTS:
             return
-        writing = None
-        if self.native and not event.is_directory:
-            writing = {"modified": True, "closed": False}.get(event.event_type)
         for attr in ("src_path", "dest_path"):
             raw = getattr(event, attr, "")
             if raw:
-                self.sink.put((Path(os.fsdecode(raw)), writing if attr == "src_path" else None))
+                self.sink.put((Path(os.fsdecode(raw)), kind if attr == "src_path" else None))
         self.wake()
 
 
@@ -54,7 +59,7 @@ class Watcher:
     def __init__(self, cfg: InboxConfig, wake) -> None:
         self.cfg = cfg
         self.rules = Rules(cfg.path, cfg.patterns, cfg.recursive)
-        self.hints: queue.SimpleQueue[tuple[Path, bool | None]] = queue.SimpleQueue()
+        self.hints: queue.SimpleQueue[tuple[Path, str | None]] = queue.SimpleQueue()
         self.mode, self.why = choose_mode(cfg)
         self._wake = wake
         self.observer: BaseObserver | None = None
@@ -84,8 +89,8 @@ class Watcher:
             self.observer.stop()
             self.observer.join(5)
 
-    def drain(self) -> Iterator[tuple[Path, bool | None]]:
-        """(path, writer holds it open?) for each event since the last call; the pipeline sorts them."""
+    def drain(self) -> Iterator[tuple[Path, str | None]]:
+        """(path, what a writer did, natively) for each event since the last call; the pipeline sorts them."""
         while True:
             try:
                 yield self.hints.get_nowait()
