@@ -105,6 +105,6 @@ def test_links_planted_in_the_claim_folder_are_listed_never_followed(tree):
 def test_a_claim_folder_that_is_a_link_stops_the_agent_before_it_moves_anything(tree):
     inbox, outside = tree
     (inbox / ".processing").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(ConfigError, match="is a link or not a folder"):
+    with pytest.raises(ConfigError, match="is a link or a file, not a folder"):
         Filing(inbox)
     assert sorted(p.name for p in outside.iterdir()) == ["x.pdf"]
