@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,62 @@ def test_a_claim_folder_that_is_a_link_stops_the_agent_before_it_moves_anything(
     with pytest.raises(ConfigError, match="is a link or a file, not a folder"):
         Filing(inbox)
     assert sorted(p.name for p in outside.iterdir()) == ["x.pdf"]
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """A small tmpfs mounted in the test (another device); skipped, with the reason, where refused."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    yield point
+    subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.mark.parametrize("how", ["renameat2", "hard link", "placeholder"])
+def test_no_clobber_move_on_every_file_system(tree, monkeypatch, how):
+    inbox, _ = tree
+    if how != "renameat2":
+        monkeypatch.setattr(beneath, "_renameat2", lambda: None)
+    if how == "placeholder":  # FAT and many SMB shares: no hard links
+        def refuse(*args, **kw):
+            raise PermissionError(errno.EPERM, "no hard links here")
+        monkeypatch.setattr(os, "link", refuse)
+    (inbox / "a.pdf").write_bytes(b"a")
+    (inbox / "b.pdf").write_bytes(b"b")
+    with pytest.raises(FileExistsError):
+        beneath.move(inbox, Path("a.pdf"), inbox, Path("b.pdf"), clobber=False)
+    assert (inbox / "b.pdf").read_bytes() == b"b" and (inbox / "a.pdf").read_bytes() == b"a"
+    beneath.move(inbox, Path("a.pdf"), inbox, Path("c.pdf"), clobber=False)
+    assert (inbox / "c.pdf").read_bytes() == b"a" and not (inbox / "a.pdf").exists()
+
+
+def test_a_move_to_another_device_copies_then_removes_and_never_clobbers(tree, mount):
+    inbox, _ = tree
+    (inbox / "a.pdf").write_bytes(pdf_bytes("across"))
+    (mount / "taken.pdf").write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        beneath.move(inbox, Path("a.pdf"), mount, Path("taken.pdf"), clobber=False)
+    assert (mount / "taken.pdf").read_bytes() == b"someone else's" and (inbox / "a.pdf").exists()
+    beneath.move(inbox, Path("a.pdf"), mount, Path("done/a.pdf"), clobber=False)
+    assert (mount / "done" / "a.pdf").read_bytes() == pdf_bytes("across") and not (inbox / "a.pdf").exists()
+    assert sorted(p.name for p in mount.iterdir()) == ["done", "taken.pdf"]  # no temporary left
+
+
+def test_a_stop_between_link_and_unlink_leaves_one_copy_after_restart(tree):
+    inbox, _ = tree
+    stopped = subprocess.run([sys.executable, "-c", (  # a process claims, links into done/, and dies
+        "import os, sys\nfrom pathlib import Path\nfrom agent.inbox.filing import Filing\n"
+        "inbox = Path(sys.argv[1])\nclaim = Filing(inbox).claim(inbox / 'sub' / 'x.pdf', 0.0)\n"
+        "os.link(claim.path, inbox / 'done' / 'x.pdf')\nos._exit(9)\n"), str(inbox)])
+    assert stopped.returncode == 9
+    second = Filing(inbox)
+    try:
+        assert second.adopt_orphans() == 1
+        assert second.claims() == []  # recognised as filed
+    finally:
+        second.close()
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["x.pdf"]
+    assert (inbox / "done" / "x.pdf").stat().st_nlink == 1

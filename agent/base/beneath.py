@@ -9,13 +9,16 @@ may be a link. Where the platform has no `dir_fd` support, each component is `ls
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import os
+import shutil
 import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 _DIR_FD = os.open in os.supports_dir_fd and os.rename in os.supports_dir_fd
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -109,30 +112,79 @@ def lstat(root: Path, rel: Path) -> os.stat_result:
 def move(src_root: Path, src_rel: Path, dst_root: Path, dst_rel: Path, *, clobber: bool) -> None:
     """Move `src_root/src_rel` to `dst_root/dst_rel` (parents created), never through a link.
 
-    With `clobber=False` an existing destination is never replaced (FileExistsError): a hard link
-    then an unlink. File systems without hard links get a checked rename (a race remains there).
+    With `clobber=False` an existing destination is never replaced (FileExistsError), on every
+    file system: `renameat2(RENAME_NOREPLACE)` where the kernel and file system have it (atomic: a
+    crash leaves the file in one place); else a hard link then an unlink (a crash between leaves
+    two names for one file, which `Filing.claims` recognises); else a placeholder created with
+    `O_EXCL` that the rename then replaces. Across devices the bytes are copied under a temporary
+    name, fsynced, placed without clobbering, and only then is the source removed.
     """
     with folder(src_root, src_rel.parts[:-1]) as src, \
             folder(dst_root, dst_rel.parts[:-1], create=True) as dst:
         if src is None or dst is None:
             _move_by_path(src_root / src_rel, dst_root / dst_rel, clobber)
-            return
-        if clobber:
+        elif clobber:
             os.rename(src_rel.name, dst_rel.name, src_dir_fd=src, dst_dir_fd=dst)
-            return
-        try:
-            os.link(src_rel.name, dst_rel.name, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in NO_HARD_LINKS:
-                raise
-            if _exists(dst_rel.name, dst):
-                raise FileExistsError(errno.EEXIST, "exists", str(dst_rel)) from None
-            os.rename(src_rel.name, dst_rel.name, src_dir_fd=src, dst_dir_fd=dst)
-            return
-        os.unlink(src_rel.name, dir_fd=src)
+        else:
+            _move_no_clobber(src, src_rel.name, dst, dst_rel.name)
 
 
-NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EACCES}
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES}
+RENAME_NOREPLACE = 1
+
+
+def _move_no_clobber(src: int, name: str, dst: int, target: str) -> None:
+    if _renameat2_noreplace(src, name, dst, target):
+        return
+    try:
+        os.link(name, target, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            _copy_across(src, name, dst, target)
+            return
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600, dir_fd=dst))  # the name is ours
+        os.rename(name, target, src_dir_fd=src, dst_dir_fd=dst)
+        return
+    os.unlink(name, dir_fd=src)
+
+
+def _renameat2_noreplace(src: int, name: str, dst: int, target: str) -> bool:
+    """True once moved; False where the platform or the file system has no RENAME_NOREPLACE."""
+    call = _renameat2()
+    if call is None:
+        return False
+    if call(src, os.fsencode(name), dst, os.fsencode(target), RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV):
+        return False  # EXDEV: across devices, handled by the copy
+    raise FileExistsError(err, os.strerror(err), target) if err == errno.EEXIST else OSError(err, os.strerror(err), target)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), "renameat2")
+    except (OSError, AttributeError):
+        return None
+
+
+def _copy_across(src: int, name: str, dst: int, target: str) -> None:
+    """Another device: copy to a temporary name, fsync, place it without clobbering, then unlink."""
+    temp = f".qonto-agent-{os.urandom(6).hex()}.tmp"  # short: the target may use all 255 bytes
+    with open(os.open(name, _FILE_FLAGS, dir_fd=src), "rb") as source, \
+            open(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644, dir_fd=dst), "wb") as out:
+        shutil.copyfileobj(source, out)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        _move_no_clobber(dst, temp, dst, target)
+    except BaseException:
+        os.unlink(temp, dir_fd=dst)
+        raise
+    os.unlink(name, dir_fd=src)
 
 
 def _exists(name: str, dir_fd: int) -> bool:

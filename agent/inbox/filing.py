@@ -124,10 +124,32 @@ class Filing:
             for folder, dirs, names in os.walk(token):  # never descends into a link
                 found += [Path(folder, n) for n in names if not n.startswith(".")]
                 found += [Path(folder, d) for d in dirs if not _is_real_dir(Path(folder, d))]
+            found = [f for f in found if not self._filed_before_a_stop(f)]
             if not found:
                 shutil.rmtree(token, ignore_errors=True)
             out.extend(Claim(f, f.relative_to(token), dropped_at) for f in sorted(found))
         return out
+
+    def _filed_before_a_stop(self, path: Path) -> bool:
+        """A claim that is also in done/ or error/ under another name (a stop between the hard link
+        and the unlink of a move): the filing is finished by removing the claim's name."""
+        try:
+            st = path.lstat()
+        except OSError:
+            return False
+        if st.st_nlink < 2 or not stat.S_ISREG(st.st_mode):
+            return False
+        for folder, reserve in (("done", 0), ("error", SIDECAR_RESERVE)):
+            for candidate in _names(Path(folder, path.name), reserve):
+                try:
+                    other = (self.inbox / candidate).lstat()
+                except OSError:
+                    break  # names are taken in order: the first free one ends the search
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    path.unlink()
+                    log.info("%s was filed as %s before the agent stopped; finished", path.name, candidate)
+                    return True
+        return False
 
     def adopt_orphans(self) -> int:
         """Take over the claim folders of processes that died; returns how many entries came back."""
