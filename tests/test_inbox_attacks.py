@@ -4,7 +4,9 @@ limit, a second program closing a file a scanner still writes, folders renamed i
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -129,4 +131,54 @@ def test_done_deleted_while_running_is_made_again(tmp_path, sandbox, agents):
     (inbox / "done").rmdir()  # someone "clears the archive"
     write_pdf(inbox / "a.pdf")
     wait_for(lambda: names(inbox / "done") == ["a.pdf"], message="a.pdf in a new done/", on_fail=agent.log)
+    assert agent.proc.poll() is None, agent.log()
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """Mount small tmpfs file systems in the test (CI runs as root); skipped, with why, where refused."""
+    points: list[Path] = []
+
+    def mount(point: Path, size: str = "2m") -> Path:
+        point.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+        points.append(point)
+        return point
+
+    yield mount
+    for point in reversed(points):
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_a_file_on_another_mount_inside_the_inbox_waits_and_stops_nothing(tmp_path, sandbox, agents, mounted):
+    config = make_config(tmp_path, sandbox, inbox={**FAST, "recursive": True})
+    inbox = tmp_path / "inbox"
+    share = mounted(inbox / "share")
+    write_pdf(share / "x.pdf", "on another device")
+    agent = agents(config, "run")
+    wait_for(lambda: "x.pdf stays in the inbox: it is on another disk" in agent.log(),
+             message="the reason logged", on_fail=agent.log)
+    for i in range(20):
+        write_pdf(inbox / f"good-{i:02}.pdf")
+    wait_for(lambda: len(names(inbox / "done")) == 20, message="the 20 good files in done/", on_fail=agent.log)
+    assert (share / "x.pdf").read_bytes() == pdf_bytes("on another device")
+    pending = json.loads(run_agent(config, "status", "--json").stdout)["pending"]
+    assert [p["file"] for p in pending] == ["share/x.pdf"] and "another disk" in pending[0]["reason"]
+    assert sandbox.invoice_count() == 20 and agent.proc.poll() is None, agent.log()
+
+
+def test_done_on_another_mount_gets_its_files_copied_whole(tmp_path, sandbox, agents, mounted):
+    config = make_config(tmp_path, sandbox, inbox=FAST)
+    inbox = tmp_path / "inbox"
+    done = mounted(inbox / "done", size="8m")
+    agent = agents(config, "run")
+    for i in range(5):
+        write_pdf(inbox / f"a-{i}.pdf", size=200_000)
+    wait_for(lambda: len(names(done)) == 5, message="5 files in done/ on its own mount", on_fail=agent.log)
+    by_name = {inv["file_name"]: sandbox.attachment_bytes(inv["attachment_id"]) for inv in sandbox.invoices()}
+    assert {n: (done / n).read_bytes() for n in names(done)} == by_name
+    assert not [p for p in done.iterdir() if p.name.startswith(".")]  # no temporary left
     assert agent.proc.poll() is None, agent.log()

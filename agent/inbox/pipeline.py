@@ -73,7 +73,10 @@ class Pipeline:
         self._told: set[tuple[Path, Unaccepted]] = set()  # files left aside, each logged once
 
     def resume(self) -> None:
-        """Files claimed by this process's dead predecessors are sent first, as they were ready."""
+        """Files claimed by this process's dead predecessors are sent first, as they were ready;
+        at a rescan, claims left by trouble are tried again (not while batches travel: those are theirs)."""
+        if self._in_flight:
+            return
         adopted = self.filing.adopt_orphans()
         claims = self.filing.claims()
         if adopted:
@@ -122,8 +125,11 @@ class Pipeline:
         for path, why in self.settler.unaccepted().items():
             self._tell(path, why)
         for item in refused:
-            self.uploader.refuse(item)
-            self.totals.failed += 1
+            hold = self.uploader.refuse(item)
+            if hold is None:
+                self.totals.failed += 1
+            else:
+                self.settler.hold(hold)
         if ready and time.monotonic() < self._pause_until:
             for item in ready:
                 self.settler.hold(Hold(item.path, self._pause_until, f"paused: {self.totals.paused}", item.dropped_at))

@@ -7,6 +7,7 @@ or still in the inbox, and the ledger tells whether its content already became a
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from dataclasses import dataclass, field
@@ -52,25 +53,40 @@ class Uploader:
         self.ledger = ledger
         self.filing = filing
         self.rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
+        self._troubles: dict[Path, int] = {}  # files that could not be claimed, and how often
 
     # --- the two entry points -------------------------------------------------------------------
 
-    def refuse(self, refused: Refused) -> None:
-        """A file that can never go as it is: into error/ with a sidecar, unsent."""
-        claim = self.filing.claim(refused.path, time.time())
+    def refuse(self, refused: Refused) -> Hold | None:
+        """A file that can never go as it is: into error/ with a sidecar, unsent (a Hold if it
+        cannot even be taken now)."""
+        try:
+            claim = self.filing.claim(refused.path, time.time())
+        except OSError as exc:
+            return self._cannot_take(refused.path, time.time(), exc)
         if claim is None:
-            return
+            return None
         sha = _sha_of(claim, self.filing.own) if refused.code != "unreadable" else None
         self._refuse(claim, sha, refused.size, refused.refusal)
+        return None
 
     def send(self, batch: list[Ready], *, force: bool = False) -> Outcome:
         """Claim the files of a batch and upload them; files already claimed go through `send_claims`."""
-        claims = [c for c in (self.filing.claim(r.path, r.dropped_at, r.identity) for r in batch) if c]
-        return self.send_claims(claims, force=force)
-
-    def send_claims(self, claims: list[Claim], *, force: bool = False) -> Outcome:
-        """Check, snapshot and send claimed files: every claim passes the same checks (`prepare`)."""
         outcome = Outcome()
+        claims = []
+        for ready in batch:
+            try:
+                claim = self.filing.claim(ready.path, ready.dropped_at, ready.identity)
+            except OSError as exc:  # this file's trouble (a name too long, another device): it waits
+                outcome.retry.append(self._cannot_take(ready.path, ready.dropped_at, exc))
+                continue
+            if claim is not None:
+                claims.append(claim)
+        return self.send_claims(claims, force=force, outcome=outcome)
+
+    def send_claims(self, claims: list[Claim], *, force: bool = False, outcome: Outcome | None = None) -> Outcome:
+        """Check, snapshot and send claimed files: every claim passes the same checks (`prepare`)."""
+        outcome = outcome or Outcome()
         prepared: list[Prepared] = []
         try:
             for claim in claims:
@@ -216,32 +232,70 @@ class Uploader:
     def _to_error(self, claim: Claim, sha: str | None, key: str | None, errors: list[dict], hint: str) -> None:
         sidecar = {"file": claim.label, "sha256": sha, "idempotency_key": key, "errors": errors,
                    "failed_at": iso(time.time()), "hint": hint}
-        target = self.filing.to_error(claim, sidecar)
+        try:
+            target = self.filing.to_error(claim, sidecar)
+        except OSError as exc:
+            _cannot_file(claim, "error/", exc)
+            return
         reason = "; ".join(str(e.get("detail") or e.get("code")) for e in errors)
         log.warning("rejected %s: %s. %s (see %s)", claim.name, reason, hint, target.name + ".error.json")
 
     def _file_sent(self, item: Prepared, outcome: Outcome) -> None:
         """File a sent (or already uploaded) file in done/; if the original changed after it was
         copied, done/ gets the bytes Qonto holds, and the changed file goes back to settle again."""
-        if not item.changed():
-            self.filing.to_done(item.claim)
+        try:
+            if not item.changed():
+                self.filing.to_done(item.claim)
+                return
+            filed = self.filing.file_snapshot(item.claim, item.snapshot)
+        except OSError as exc:
+            _cannot_file(item.claim, "done/", exc)
             return
-        filed = self.filing.file_snapshot(item.claim, item.snapshot)
         log.warning("%s changed while it was being uploaded: the version Qonto received is filed as %s, and the "
                     "changed file goes back to the inbox to be uploaded once it settles", item.claim.name, filed.name)
         self._back(item.claim, "it changed while it was being uploaded", outcome)
 
     def _back(self, claim: Claim, why: str, outcome: Outcome) -> None:
         """Put a claim back in the inbox to settle again from the start (no back-off: nothing failed)."""
-        path = self.filing.release(claim)
+        path = self._give_back(claim)
         if path is not None:
             outcome.retry.append(Hold(path, time.monotonic(), why, claim.dropped_at))
 
     def _release(self, item: Prepared, why: str) -> Hold:
         """Put the file back in the inbox, held back by the back-off for its number of attempts."""
         known = self.ledger.lookup(item.sha256)
-        path = self.filing.release(item.claim) or item.claim.path
+        path = self._give_back(item.claim) or item.claim.path
         return Hold.after_attempts(path, known.attempts if known else 1, why, item.claim.dropped_at)
+
+    def _give_back(self, claim: Claim) -> Path | None:
+        """Release a claim; if the inbox refuses it, it stays claimed and is tried again at the next rescan."""
+        try:
+            return self.filing.release(claim)
+        except OSError as exc:
+            log.warning("%s could not be put back in the inbox (%s); it waits in %s and is tried again at the "
+                        "next rescan", claim.name, exc.strerror or exc, self.filing.processing)
+            return None
+
+    def _cannot_take(self, path: Path, dropped_at: float, exc: OSError) -> Hold:
+        """A file that cannot be claimed stays where it is, with the reason, under a growing back-off."""
+        self._troubles[path] = attempts = self._troubles.get(path, 0) + 1
+        why = _TAKE_TROUBLE.get(exc.errno, "it could not be taken ({})").format(exc.strerror or exc)
+        log.warning("%s stays in the inbox: %s", path.name, why)
+        return Hold.after_attempts(path, attempts, f"waiting to retry: {why}", dropped_at)
+
+
+_TAKE_TROUBLE = {
+    errno.EXDEV: "it is on another disk or share mounted inside the inbox: move it into the inbox itself",
+    errno.ENAMETOOLONG: "its name or folder path is too long: shorten it or move it higher up",
+    errno.EACCES: "the inbox cannot be written ({}): let the user running qonto-agent write it",
+    errno.EROFS: "the inbox is read-only ({}): make it writable",
+    errno.ENOSPC: "the disk is full ({}): free some space",
+}
+
+
+def _cannot_file(claim: Claim, where: str, exc: OSError) -> None:
+    log.warning("%s could not be filed in %s (%s); it waits in the claim folder and is filed at the next "
+                "rescan", claim.name, where, exc.strerror or exc)
 
 
 def _sha_of(claim: Claim, own: Path) -> str | None:
