@@ -4,6 +4,7 @@ limit, a second program closing a file a scanner still writes, folders renamed i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ import pytest
 from support import make_config, pdf_bytes, run_agent, wait_for, write_pdf
 
 import corpus
+from agent.base.fingerprint import idempotency_key
+from agent.sandbox.server import Sandbox
 
 FAST = {"settle_seconds": 0.3, "debounce_seconds": 0.3}
 
@@ -182,3 +185,24 @@ def test_done_on_another_mount_gets_its_files_copied_whole(tmp_path, sandbox, ag
     assert {n: (done / n).read_bytes() for n in names(done)} == by_name
     assert not [p for p in done.iterdir() if p.name.startswith(".")]  # no temporary left
     assert agent.proc.poll() is None, agent.log()
+
+
+@pytest.mark.parametrize("agent_count", [1, 2])
+def test_same_named_refused_files_each_keep_their_own_sidecar(tmp_path, agent_count, agents):
+    """120 files named bad.pdf (one per subfolder), all refused by Qonto from the upload threads of
+    one or two agents: every sidecar in error/ describes the file beside it."""
+    with Sandbox(reject=lambda name, data: "The file is corrupted", analysis_delay_seconds=0.0) as sandbox:
+        config = make_config(tmp_path, sandbox, inbox={**FAST, "recursive": True})
+        inbox = tmp_path / "inbox"
+        for i in range(120):
+            write_pdf(inbox / f"from-{i:03}" / "bad.pdf", f"refused invoice {i}")
+        started = [agents(config, "run", log_name=f"agent-{n}.log") for n in range(agent_count)]
+        both_logs = lambda: "\n".join(a.log() for a in started)  # noqa: E731
+        wait_for(lambda: len(names(inbox / "error")) == 120, timeout=60, message="120 files in error/",
+                 on_fail=both_logs)
+        for name in names(inbox / "error"):
+            sidecar = json.loads((inbox / "error" / f"{name}.error.json").read_text())
+            data = (inbox / "error" / name).read_bytes()
+            assert sidecar["file"] == name and sidecar["sha256"] == hashlib.sha256(data).hexdigest(), name
+            assert sidecar["idempotency_key"] == idempotency_key(sidecar["sha256"])
+        assert sandbox.invoice_count() == 0
