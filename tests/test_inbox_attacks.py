@@ -198,8 +198,9 @@ def test_same_named_refused_files_each_keep_their_own_sidecar(tmp_path, agent_co
             write_pdf(inbox / f"from-{i:03}" / "bad.pdf", f"refused invoice {i}")
         started = [agents(config, "run", log_name=f"agent-{n}.log") for n in range(agent_count)]
         both_logs = lambda: "\n".join(a.log() for a in started)  # noqa: E731
-        wait_for(lambda: len(names(inbox / "error")) == 120, timeout=60, message="120 files in error/",
-                 on_fail=both_logs)
+        sidecars = lambda: len(list((inbox / "error").glob("*.error.json")))  # noqa: E731 - written after the move
+        wait_for(lambda: len(names(inbox / "error")) == 120 and sidecars() == 120, timeout=60,
+                 message="120 files with their sidecars in error/", on_fail=both_logs)
         for name in names(inbox / "error"):
             sidecar = json.loads((inbox / "error" / f"{name}.error.json").read_text())
             data = (inbox / "error" / name).read_bytes()
