@@ -109,7 +109,8 @@ class OutboxConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    path: Path = Path()  # resolved by `load`: the platform's state dir when empty
+    path: Path = Path()  # resolved by `load`: beside the configuration (or $STATE_DIRECTORY) when empty
+    previous: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt it
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,20 @@ def platform_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     return base / "qonto-agent"
 
 
-def default_state_path(inbox: Path, env: Mapping[str, str] = os.environ) -> Path:
-    """One ledger per inbox, so two configurations on one machine never share what they uploaded."""
+def default_state_path(config_file: Path, env: Mapping[str, str] = os.environ) -> Path:
+    """One ledger per configuration, the same for every user and command using it: under systemd
+    `$STATE_DIRECTORY/<config stem>-<hash of its path>.sqlite`, else `<config stem>.ledger.sqlite`
+    beside the configuration file."""
+    config_file = config_file.absolute()
+    state_dir = (env.get("STATE_DIRECTORY") or "").split(":")[0]
+    if state_dir:
+        digest = hashlib.sha256(str(config_file).encode()).hexdigest()[:8]
+        return Path(state_dir) / f"{config_file.stem}-{digest}.sqlite"
+    return config_file.with_name(f"{config_file.stem}.ledger.sqlite")
+
+
+def previous_state_path(inbox: Path, env: Mapping[str, str] = os.environ) -> Path:
+    """Where agents before 2026-12 kept the ledger by default: one per user and inbox."""
     digest = hashlib.sha256(str(inbox.resolve()).encode()).hexdigest()[:8]
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", inbox.name).strip("-") or "inbox"
     return platform_state_dir(env) / f"{slug}-{digest}.sqlite"
@@ -234,16 +247,24 @@ def from_mapping(
     outbox_path = _resolve(outbox.path, base_dir)
     if inbox_path == outbox_path:
         raise ConfigError("`[inbox] path` and `[outbox] path` are the same folder: give each its own.")
-    state_path = _resolve(state.path, base_dir) if str(state.path) not in ("", ".") else \
-        default_state_path(inbox_path, env)
+    state_path, previous = _state_paths(state.path, base_dir, source, inbox_path, env)
     return Config(
         qonto=q,
         inbox=dataclasses.replace(inbox, path=inbox_path,
                                   patterns=tuple(p.lower() for p in inbox.patterns)),
         outbox=dataclasses.replace(outbox, path=outbox_path),
-        state=StateConfig(path=state_path),
+        state=StateConfig(path=state_path, previous=previous),
         source=source,
     )
+
+
+def _state_paths(path: Path, base_dir: Path, source: Path | None, inbox: Path,
+                 env: Mapping[str, str]) -> tuple[Path, Path | None]:
+    """The ledger's path, and where an older agent kept it by default when it is defaulted."""
+    if str(path) not in ("", "."):
+        return _resolve(path, base_dir), None
+    config_file = base_dir / (source.name if source else "config.toml")
+    return default_state_path(config_file, env), previous_state_path(inbox, env)
 
 
 def check_credentials(q: QontoConfig) -> None:
