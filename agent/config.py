@@ -141,13 +141,14 @@ def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def platform_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The per-user state folder of this platform, under which the agent keeps its ledger."""
+    """The per-user state folder of this platform, where agents before 2026-12 kept their ledger."""
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     if sys.platform == "win32":
-        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        base = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
     elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
+        base = home / "Library" / "Application Support"
     else:
-        base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        base = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
     return base / "qonto-agent"
 
 
