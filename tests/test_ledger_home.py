@@ -214,3 +214,19 @@ def test_check_same_file_is_quiet_while_the_file_stays(tmp_path):
     ledger.check_same_file()
     assert ledger.recent(UploadOutcome.UPLOADED) == []
     ledger.close()
+
+
+def test_only_the_file_s_troubles_become_sentences(tmp_path):
+    from agent.base.errors import LedgerBusy, LedgerError
+    from agent.state.dbfile import translated
+    with pytest.raises(sqlite3.IntegrityError):  # a bug in a statement keeps its traceback
+        with translated(tmp_path / "l.sqlite"):
+            raise sqlite3.IntegrityError("UNIQUE constraint failed: uploads.sha256")
+    with pytest.raises(LedgerBusy) as busy:
+        with translated(tmp_path / "l.sqlite"):
+            raise sqlite3.OperationalError("database is locked")
+    assert busy.value.retryable
+    with pytest.raises(LedgerError) as bad:
+        with translated(tmp_path / "l.sqlite"):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+    assert not bad.value.retryable and "is not a valid database" in str(bad.value)

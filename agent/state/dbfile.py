@@ -77,7 +77,7 @@ def translated(path: Path) -> Iterator[None]:
         yield
     except sqlite3.DatabaseError as exc:
         text = str(exc)
-        if "locked" in text or "busy" in text:
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
             raise LedgerBusy(
                 f"the ledger {path} stayed locked by another process for more than "
                 f"{BUSY_TIMEOUT_SECONDS:.0f} s: find the program holding it (e.g. `fuser {path}`) and "
@@ -87,8 +87,8 @@ def translated(path: Path) -> Iterator[None]:
             raise LedgerError(
                 f"cannot open or write the ledger {path} ({text}): make it and its folder writable by the "
                 "user running the agent, or set `[state] path` to a file in a folder it can write") from None
-        if isinstance(exc, sqlite3.OperationalError):
-            raise  # a bug in a statement, not the file: the traceback is wanted
+        if type(exc) is not sqlite3.DatabaseError:  # a bug in a statement (integrity, syntax...), not the file
+            raise
         raise LedgerError(
             f"the ledger {path} is not a valid database ({text}): move it aside (e.g. rename it to "
             f"{path.name}.broken) and run the command again, which starts a new, empty ledger; content uploaded "
