@@ -123,7 +123,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check(cfg)
     logs.add_secrets(cfg.qonto.secrets())
     with service.open_client(cfg) as client:
-        ledger = Ledger(cfg.state.path, previous=cfg.state.previous)
+        ledger = Ledger(cfg.state.path, previous=cfg.previous_ledger)
         try:
             if args.command == "run":
                 return _run(cfg, client, ledger)

@@ -110,7 +110,6 @@ class OutboxConfig:
 @dataclass(frozen=True)
 class StateConfig:
     path: Path = Path()  # resolved by `load`: beside the configuration (or $STATE_DIRECTORY) when empty
-    previous: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt it
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,7 @@ class Config:
     outbox: OutboxConfig
     state: StateConfig
     source: Path | None = None  # the file it came from, for messages
+    previous_ledger: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt
 
     @property
     def token_store(self) -> Path:
@@ -254,8 +254,9 @@ def from_mapping(
         inbox=dataclasses.replace(inbox, path=inbox_path,
                                   patterns=tuple(p.lower() for p in inbox.patterns)),
         outbox=dataclasses.replace(outbox, path=outbox_path),
-        state=StateConfig(path=state_path, previous=previous),
+        state=StateConfig(path=state_path),
         source=source,
+        previous_ledger=previous,
     )
 
 

@@ -93,7 +93,7 @@ class SyncSchedule(threading.Thread):
             self._due = time.monotonic() + self.config.outbox.sync_interval_seconds
             try:
                 mirror.sync(self.config, self.client, self.ledger, cancel=self.stopping)
-            except QontoError as exc:
+            except (QontoError, LedgerError) as exc:  # a lost ledger also stops the loop at its next heartbeat
                 log.warning("outbox sync failed (%s); will try again at the next interval", exc)
             except Exception:  # noqa: BLE001 - a sync bug must not kill the uploads
                 log.exception("outbox sync failed unexpectedly; will try again at the next interval")

@@ -33,12 +33,12 @@ def test_default_ledger_is_per_configuration_not_per_user(tmp_path):
     one = load_doc(tmp_path, doc, env={"HOME": "/home/a", "XDG_STATE_HOME": "/home/a/.local/state"})
     two = load_doc(tmp_path, doc, env={"HOME": "/home/b", "XDG_STATE_HOME": "/home/b/.local/state"})
     assert one.state.path == two.state.path == tmp_path / "config.ledger.sqlite"
-    assert one.state.previous == Path("/home/a/.local/state/qonto-agent") / one.state.previous.name
+    assert one.previous_ledger == Path("/home/a/.local/state/qonto-agent") / one.previous_ledger.name
     systemd = load_doc(tmp_path, doc, env={"STATE_DIRECTORY": "/var/lib/qonto-agent"})
     assert systemd.state.path.parent == Path("/var/lib/qonto-agent")
     assert systemd.state.path.name.startswith("config-") and systemd.state.path.suffix == ".sqlite"
     chosen = load_doc(tmp_path, doc + '[state]\npath = "x.sqlite"\n', env={"STATE_DIRECTORY": "/var/lib/q"})
-    assert chosen.state.path == tmp_path / "x.sqlite" and chosen.state.previous is None
+    assert chosen.state.path == tmp_path / "x.sqlite" and chosen.previous_ledger is None
 
 
 def test_trailing_v2_is_accepted(tmp_path):
