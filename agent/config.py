@@ -152,15 +152,23 @@ def platform_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     return base / "qonto-agent"
 
 
-def default_state_path(config_file: Path, env: Mapping[str, str] = os.environ) -> Path:
+SYSTEMD_STATE_DIR = Path("/var/lib/qonto-agent")  # StateDirectory=qonto-agent of the unit `init --systemd` writes
+
+
+def default_state_path(config_file: Path, env: Mapping[str, str] = os.environ,
+                       systemd_dir: Path = SYSTEMD_STATE_DIR) -> Path:
     """One ledger per configuration, the same for every user and command using it: under systemd
     `$STATE_DIRECTORY/<config stem>-<hash of its path>.sqlite`, else `<config stem>.ledger.sqlite`
-    beside the configuration file."""
+    beside the configuration file. A command run by hand (no $STATE_DIRECTORY) for a configuration
+    the service uses finds the service's ledger in /var/lib/qonto-agent when it is there."""
     config_file = config_file.absolute()
+    digest = hashlib.sha256(str(config_file).encode()).hexdigest()[:8]
+    name = f"{config_file.stem}-{digest}.sqlite"
     state_dir = (env.get("STATE_DIRECTORY") or "").split(":")[0]
     if state_dir:
-        digest = hashlib.sha256(str(config_file).encode()).hexdigest()[:8]
-        return Path(state_dir) / f"{config_file.stem}-{digest}.sqlite"
+        return Path(state_dir) / name
+    if (systemd_dir / name).exists():
+        return systemd_dir / name
     return config_file.with_name(f"{config_file.stem}.ledger.sqlite")
 
 
