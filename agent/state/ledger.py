@@ -218,7 +218,12 @@ class Ledger:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:  # e.g. still locked: leave no transaction open for the next call
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock, translated(self.path):
