@@ -13,8 +13,8 @@ from agent import __version__, demo, initialize, service, status
 from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
-from agent.base.errors import (AgentError, ConfigError, CredentialsError, HTMLAnswerError, PermissionDenied,
-                               QontoError, RequestRejected)
+from agent.base.errors import (AgentError, ConfigError, CredentialsError, HTMLAnswerError, LedgerBusy,
+                               LedgerError, PermissionDenied, QontoError, RequestRejected)
 from agent.base.verdict import Verdict
 from agent.qonto.client import QontoClient
 from agent.sandbox import command as sandbox_command
@@ -31,12 +31,15 @@ EXIT_CREDENTIALS = 4  # credentials refused
 VERDICT_EXIT = {Verdict.DONE: EXIT_OK, Verdict.FAILED: EXIT_FAILED, Verdict.LATER: EXIT_RETRY_LATER,
                 Verdict.CREDENTIALS: EXIT_CREDENTIALS}
 RUN_EXIT = {service.RunEnd.STOPPED: EXIT_OK, service.RunEnd.ABANDONED: EXIT_OK,
-            service.RunEnd.WATCHER_DIED: EXIT_RETRY_LATER, service.RunEnd.CRASHED: EXIT_FAILED}
+            service.RunEnd.WATCHER_DIED: EXIT_RETRY_LATER, service.RunEnd.CRASHED: EXIT_FAILED,
+            service.RunEnd.LEDGER_LOST: EXIT_USAGE, service.RunEnd.LEDGER_BUSY: EXIT_RETRY_LATER}
 
 
 def exit_code_for(exc: AgentError) -> int:
     """The exit code of an error that ended a command."""
-    if isinstance(exc, (ConfigError, HTMLAnswerError)):
+    if isinstance(exc, LedgerBusy):
+        return EXIT_RETRY_LATER
+    if isinstance(exc, (ConfigError, HTMLAnswerError, LedgerError)):
         return EXIT_USAGE
     if isinstance(exc, (CredentialsError, PermissionDenied)):
         return EXIT_CREDENTIALS
@@ -120,7 +123,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check(cfg)
     logs.add_secrets(cfg.qonto.secrets())
     with service.open_client(cfg) as client:
-        ledger = Ledger(cfg.state.path)
+        ledger = Ledger(cfg.state.path, previous=cfg.previous_ledger)
         try:
             if args.command == "run":
                 return _run(cfg, client, ledger)
@@ -140,7 +143,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run(cfg: configuration.Config, client: QontoClient, ledger: Ledger) -> int:
     end = service.run(cfg, client, ledger)
-    if end is service.RunEnd.ABANDONED:  # a worker thread is stuck in a request: do not wait for it
+    if end is service.RunEnd.ABANDONED or end in (service.RunEnd.LEDGER_BUSY, service.RunEnd.LEDGER_LOST):
+        # a worker thread may be stuck in a request or on the ledger's lock: do not wait for it
         logging.shutdown()
         os._exit(RUN_EXIT[end])
     return RUN_EXIT[end]

@@ -109,7 +109,7 @@ class OutboxConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    path: Path = Path()  # resolved by `load`: the platform's state dir when empty
+    path: Path = Path()  # resolved by `load`: beside the configuration (or $STATE_DIRECTORY) when empty
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ class Config:
     outbox: OutboxConfig
     state: StateConfig
     source: Path | None = None  # the file it came from, for messages
+    previous_ledger: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt
 
     @property
     def token_store(self) -> Path:
@@ -140,18 +141,39 @@ def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def platform_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The per-user state folder of this platform, under which the agent keeps its ledger."""
+    """The per-user state folder of this platform, where agents before 2026-12 kept their ledger."""
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     if sys.platform == "win32":
-        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        base = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
     elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
+        base = home / "Library" / "Application Support"
     else:
-        base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        base = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
     return base / "qonto-agent"
 
 
-def default_state_path(inbox: Path, env: Mapping[str, str] = os.environ) -> Path:
-    """One ledger per inbox, so two configurations on one machine never share what they uploaded."""
+SYSTEMD_STATE_DIR = Path("/var/lib/qonto-agent")  # StateDirectory=qonto-agent of the unit `init --systemd` writes
+
+
+def default_state_path(config_file: Path, env: Mapping[str, str] = os.environ,
+                       systemd_dir: Path = SYSTEMD_STATE_DIR) -> Path:
+    """One ledger per configuration, the same for every user and command using it: under systemd
+    `$STATE_DIRECTORY/<config stem>-<hash of its path>.sqlite`, else `<config stem>.ledger.sqlite`
+    beside the configuration file. A command run by hand (no $STATE_DIRECTORY) for a configuration
+    the service uses finds the service's ledger in /var/lib/qonto-agent when it is there."""
+    config_file = config_file.absolute()
+    digest = hashlib.sha256(str(config_file).encode()).hexdigest()[:8]
+    name = f"{config_file.stem}-{digest}.sqlite"
+    state_dir = (env.get("STATE_DIRECTORY") or "").split(":")[0]
+    if state_dir:
+        return Path(state_dir) / name
+    if (systemd_dir / name).exists():
+        return systemd_dir / name
+    return config_file.with_name(f"{config_file.stem}.ledger.sqlite")
+
+
+def previous_state_path(inbox: Path, env: Mapping[str, str] = os.environ) -> Path:
+    """Where agents before 2026-12 kept the ledger by default: one per user and inbox."""
     digest = hashlib.sha256(str(inbox.resolve()).encode()).hexdigest()[:8]
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", inbox.name).strip("-") or "inbox"
     return platform_state_dir(env) / f"{slug}-{digest}.sqlite"
@@ -234,8 +256,7 @@ def from_mapping(
     outbox_path = _resolve(outbox.path, base_dir)
     if inbox_path == outbox_path:
         raise ConfigError("`[inbox] path` and `[outbox] path` are the same folder: give each its own.")
-    state_path = _resolve(state.path, base_dir) if str(state.path) not in ("", ".") else \
-        default_state_path(inbox_path, env)
+    state_path, previous = _state_paths(state.path, base_dir, source, inbox_path, env)
     return Config(
         qonto=q,
         inbox=dataclasses.replace(inbox, path=inbox_path,
@@ -243,7 +264,17 @@ def from_mapping(
         outbox=dataclasses.replace(outbox, path=outbox_path),
         state=StateConfig(path=state_path),
         source=source,
+        previous_ledger=previous,
     )
+
+
+def _state_paths(path: Path, base_dir: Path, source: Path | None, inbox: Path,
+                 env: Mapping[str, str]) -> tuple[Path, Path | None]:
+    """The ledger's path, and where an older agent kept it by default when it is defaulted."""
+    if str(path) not in ("", "."):
+        return _resolve(path, base_dir), None
+    config_file = base_dir / (source.name if source else "config.toml")
+    return default_state_path(config_file, env), previous_state_path(inbox, env)
 
 
 def check_credentials(q: QontoConfig) -> None:

@@ -47,7 +47,7 @@ def main(directory: Path | None, verbose: bool = False) -> bool:
         print(f"2. Dropped {len(dropped)} files into {cfg.inbox.path}/: {', '.join(dropped)}.")
 
         with service.open_client(cfg) as client:
-            ledger = Ledger(cfg.state.path)
+            ledger = Ledger(cfg.state.path, previous=cfg.previous_ledger)
             try:
                 summary = service.upload_once(cfg, client, ledger)
                 _tell_uploads(cfg, ledger, sandbox)

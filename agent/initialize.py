@@ -34,6 +34,8 @@ RestartSec=30
 # `run` stops cleanly within 10 s of SIGTERM.
 TimeoutStopSec=20
 User={user}
+# The ledger: $STATE_DIRECTORY/<config name>-<hash>.sqlite (/var/lib/qonto-agent), owned by {user}.
+StateDirectory=qonto-agent
 
 [Install]
 WantedBy=multi-user.target

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.outbox import sync as mirror
-from agent.base.errors import CredentialsError, PermissionDenied, QontoError
+from agent.base.errors import CredentialsError, LedgerBusy, LedgerError, PermissionDenied, QontoError
 from agent.base.verdict import Verdict
 from agent.config import Config
 from agent.inbox.filing import Filing
@@ -58,6 +58,8 @@ class RunEnd(enum.Enum):
     WATCHER_DIED = "watcher died"  # the service manager should start it again
     CRASHED = "crashed"  # an unexpected error; reported in the log
     ABANDONED = "abandoned"  # stopped, but a batch in flight did not finish in time
+    LEDGER_LOST = "ledger lost"  # the ledger was deleted, replaced or became unusable: a person must look
+    LEDGER_BUSY = "ledger busy"  # another process held the ledger locked too long: start again later
 
 
 def open_client(config: Config) -> QontoClient:
@@ -91,7 +93,7 @@ class SyncSchedule(threading.Thread):
             self._due = time.monotonic() + self.config.outbox.sync_interval_seconds
             try:
                 mirror.sync(self.config, self.client, self.ledger, cancel=self.stopping)
-            except QontoError as exc:
+            except (QontoError, LedgerError) as exc:  # a lost ledger also stops the loop at its next heartbeat
                 log.warning("outbox sync failed (%s); will try again at the next interval", exc)
             except Exception:  # noqa: BLE001 - a sync bug must not kill the uploads
                 log.exception("outbox sync failed unexpectedly; will try again at the next interval")
@@ -120,7 +122,7 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
     worker.join(SHUTDOWN_GRACE_SECONDS)
     if worker.is_alive():
         log.warning("the batch in flight did not finish in time; it is abandoned safely and resumed at next start")
-        return RunEnd.ABANDONED
+        return result.get("end", RunEnd.ABANDONED)  # an error that ended the loop keeps its exit code
     return result.get("end", RunEnd.STOPPED)
 
 
@@ -156,12 +158,17 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 uploaded = pipeline.totals.uploaded
                 sync.soon()
             if now >= next_beat:
+                ledger.check_same_file()
                 ledger.beat(_heartbeat(watcher, client))
                 next_beat = now + HEARTBEAT_SECONDS
             pipeline.publish_pending()
             timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
             wake.wait(max(0.01, timeout))
             wake.clear()
+    except LedgerError as exc:  # a sentence, not a traceback; the exit code tells the supervisor
+        log.error("%s", exc)
+        result["end"] = RunEnd.LEDGER_BUSY if isinstance(exc, LedgerBusy) else RunEnd.LEDGER_LOST
+        stopping.set()
     except Exception:  # noqa: BLE001 - reported, then the process exits non-zero for its supervisor
         log.exception("the agent stopped on an unexpected error; files stay in the inbox")
         result["end"] = RunEnd.CRASHED
@@ -172,7 +179,8 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         filing.close()
         if sync.is_alive():  # it stops at its next step (cancel=stopping); the ledger closes after
             sync.join(SHUTDOWN_GRACE_SECONDS / 2)
-        ledger.beat(None)
+        if result.get("end") not in (RunEnd.LEDGER_BUSY, RunEnd.LEDGER_LOST):
+            ledger.beat(None)
 
 
 def _heartbeat(watcher: Watcher, client: QontoClient) -> Heartbeat:

@@ -25,7 +25,9 @@ ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean
 
 def gather(config: Config) -> dict[str, Any]:
     """The status as plain data: the JSON of `status --json` (fields fixed by DESIGN.md)."""
-    ledger = Ledger(config.state.path) if config.state.path.exists() else None
+    previous = config.previous_ledger
+    ledger = Ledger(config.state.path, previous=previous) \
+        if config.state.path.exists() or (previous is not None and previous.exists()) else None
     try:
         beat = ledger.heartbeat() if ledger else None
         alive = beat is not None and time.time() - beat.at < ALIVE_WITHIN_SECONDS and _pid_alive(beat.pid)

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,25 @@ def test_defaults_and_relative_paths(tmp_path):
     assert cfg.outbox.path == tmp_path / "outbox"
     assert cfg.inbox.batch_size == 20 and cfg.inbox.patterns == ("*.pdf", "*.jpg", "*.jpeg", "*.png")
     assert cfg.qonto.api_root == "https://thirdparty.qonto.com"
-    assert cfg.state.path.name.startswith("inbox-") and cfg.state.path.suffix == ".sqlite"
+    assert cfg.state.path == tmp_path / "config.ledger.sqlite"  # one ledger per configuration
+
+
+def test_default_ledger_is_per_configuration_not_per_user(tmp_path):
+    doc = '[qonto]\nlogin = "acme"\nsecret_key = "s3cret-value"\n'
+    one = load_doc(tmp_path, doc, env={"HOME": "/home/a", "XDG_STATE_HOME": "/home/a/.local/state"})
+    two = load_doc(tmp_path, doc, env={"HOME": "/home/b", "XDG_STATE_HOME": "/home/b/.local/state"})
+    assert one.state.path == two.state.path == tmp_path / "config.ledger.sqlite"
+    assert one.previous_ledger == Path("/home/a/.local/state/qonto-agent") / one.previous_ledger.name
+    systemd = load_doc(tmp_path, doc, env={"STATE_DIRECTORY": "/var/lib/qonto-agent"})
+    assert systemd.state.path.parent == Path("/var/lib/qonto-agent")
+    assert systemd.state.path.name.startswith("config-") and systemd.state.path.suffix == ".sqlite"
+    service_dir = tmp_path / "var-lib"  # what systemd made: a command run by hand finds it
+    service_dir.mkdir()
+    (service_dir / systemd.state.path.name).touch()
+    by_hand = configuration.default_state_path(tmp_path / "config.toml", {}, systemd_dir=service_dir)
+    assert by_hand == service_dir / systemd.state.path.name
+    chosen = load_doc(tmp_path, doc + '[state]\npath = "x.sqlite"\n', env={"STATE_DIRECTORY": "/var/lib/q"})
+    assert chosen.state.path == tmp_path / "x.sqlite" and chosen.previous_ledger is None
 
 
 def test_trailing_v2_is_accepted(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 ERROR_TYPES = {"ConfigError", "CredentialsError", "PermissionDenied", "HTMLAnswerError", "RequestRejected",
-               "TransientError", "RateLimited", "AttachmentURLExpired", "QontoError", "Refused"}
+               "TransientError", "RateLimited", "AttachmentURLExpired", "QontoError", "Refused", "LedgerError", "LedgerBusy"}
 MIN_FRAGMENT = 12  # shorter literal pieces ("unknown key `[") say too little to look up
 
 

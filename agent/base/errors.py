@@ -91,3 +91,14 @@ class RequestRejected(QontoError):
 
 class AttachmentURLExpired(QontoError):
     """The pre-signed attachment URL was refused as expired: fetch the attachment again."""
+
+
+class LedgerError(AgentError):
+    """The ledger file cannot be used: not a database, its folder cannot be written, or it was
+    deleted or replaced under a running agent. A person must look; retrying unchanged will not help."""
+
+
+class LedgerBusy(LedgerError):
+    """Another process held the ledger locked longer than the busy timeout: try again later."""
+
+    permanent = False

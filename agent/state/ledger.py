@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 from contextlib import contextmanager
 
+from agent.state.dbfile import BUSY_TIMEOUT_SECONDS, adopt, check_same_file, folder_error, identity, translated
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
     sha256          TEXT PRIMARY KEY,
@@ -159,19 +161,37 @@ _HEARTBEAT, _CURSOR, _LAST_SYNC = "heartbeat", "sync_cursor", "last_sync_at"  # 
 class Ledger:
     """A thread-safe handle on the ledger file (one connection, one lock)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, previous: Path | None = None) -> None:
+        """Open (creating it when missing) the ledger at `path`; when `path` does not exist and an
+        older agent's ledger does at `previous`, it is copied here first (once)."""
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False,
-                                   isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        with self._lock:
-            self._db.executescript(SCHEMA)  # runs its own transaction
-            self._migrate()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise folder_error(path, exc) from None
+        if previous is not None and not path.exists() and previous.exists():
+            adopt(previous, path)
+        with translated(path):
+            self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False,
+                                       isolation_level=None)
+            try:
+                self._db.row_factory = sqlite3.Row
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                with self._lock:
+                    self._db.executescript(SCHEMA)  # runs its own transaction
+                    self._migrate()
+            except BaseException:
+                self._db.close()
+                raise
+        self._identity = identity(path)
+
+    def check_same_file(self) -> None:
+        """Raise LedgerError when the ledger file was deleted or replaced since it was opened:
+        what this process writes from now on would go nowhere another command could read."""
+        check_same_file(self.path, self._identity)
 
     def _migrate(self) -> None:
         """Ledgers written before attempts had a `reason` column get it; their "failed: <why>"
@@ -190,17 +210,23 @@ class Ledger:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, translated(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:  # e.g. still locked: leave no transaction open for the next call
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, translated(self.path):
             return self._db.execute(sql, tuple(args)).fetchall()
 
     # --- uploads -------------------------------------------------------------------------------
