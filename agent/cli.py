@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, initialize, service, status
+from agent import __version__, demo, doctor, initialize, service, status
 from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
@@ -189,9 +189,19 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _check(cfg: configuration.Config) -> int:
+    """The credentials, then everything else a run needs (doctor.py); exit 2 when a person must fix one."""
     logs.add_secrets(cfg.qonto.secrets())
+    problems = doctor.local_problems(cfg)
+    for problem in problems:  # said first: they need no network, and stand even if the credentials fail
+        log.error("%s", problem)
     with service.open_client(cfg) as client:
         org = client.get_organization()
-    name = org.get("legal_name") or org.get("name") or org.get("slug")
-    print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
+        name = org.get("legal_name") or org.get("name") or org.get("slug")
+        print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
+        remote = doctor.remote_problems(client)
+    for problem in remote:
+        log.error("%s", problem)
+    if problems or remote:
+        return EXIT_USAGE
+    print("OK: folders, free space, ledger and read access to invoices and attachments")
     return EXIT_OK

@@ -53,3 +53,73 @@ def test_a_name_with_a_newline_is_one_escaped_log_line_and_one_status_line(tmp_p
     assert status.returncode == 0, status.stderr
     assert not any(line.startswith("2026-12-04 12:00:00 ERROR fake") for line in status.stdout.splitlines())
     assert "x.pdf\\n2026-12-04 12:00:00 ERROR fake" in status.stdout, status.stdout
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+def _check(config):
+    result = run_agent(config, "check")
+    _no_traceback(result)
+    return result
+
+
+def test_check_of_a_healthy_set_up_exits_0_and_leaves_nothing(tmp_path, sandbox):
+    sandbox.seed(3)
+    config = make_config(tmp_path, sandbox)
+    (tmp_path / "outbox").mkdir()
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    result = _check(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Sandbox Company SAS" in result.stdout and "read access to invoices and attachments" in result.stdout
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_check_says_the_inbox_is_missing(tmp_path, sandbox):
+    config = make_config(tmp_path, sandbox, inbox={"path": "no-such-inbox"})
+    result = _check(config)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no-such-inbox does not exist: create the folder" in result.stderr
+
+
+def test_check_says_the_outbox_cannot_be_written(tmp_path, sandbox):
+    config = make_config(tmp_path, sandbox)
+    (tmp_path / "outbox").write_text("a file where the outbox should be")
+    result = _check(config)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is a file, not a folder" in result.stderr and "[outbox] path" in result.stderr
+
+
+def test_check_says_the_state_folder_cannot_be_made(tmp_path, sandbox):
+    (tmp_path / "blocker").write_text("")
+    config = make_config(tmp_path, sandbox, state={"path": str(tmp_path / "blocker" / "state" / "ledger.sqlite")})
+    result = _check(config)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the ledger's folder" in result.stderr and "[state] path" in result.stderr
+
+
+def test_check_says_an_unwritable_inbox_subfolder(tmp_path, sandbox):
+    config = make_config(tmp_path, sandbox)
+    (tmp_path / "inbox" / "done").write_text("")
+    result = _check(config)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is a link or a file, not a folder" in result.stderr
+
+
+def test_check_says_a_read_only_outbox(tmp_path, sandbox):
+    import subprocess
+
+    import pytest
+
+    config = make_config(tmp_path, sandbox)
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(outbox)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+    try:
+        result = _check(config)
+    finally:
+        subprocess.run(["umount", str(outbox)], check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot write in the outbox" in result.stderr and "Read-only file system" in result.stderr
