@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import sidecars
 from agent.outbox import sync as mirror
 from agent.base.errors import CredentialsError, PermissionDenied, QontoError
 from agent.base.verdict import Verdict
@@ -155,6 +156,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
             if pipeline.totals.uploaded != uploaded:
                 uploaded = pipeline.totals.uploaded
                 sync.soon()
+                sidecars.clear_stale(config.inbox.path, ledger)
             if now >= next_beat:
                 ledger.beat(_heartbeat(watcher, client))
                 next_beat = now + HEARTBEAT_SECONDS
@@ -216,6 +218,8 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
         pipeline.close()
         filing.close()
     totals = pipeline.totals
+    if totals.uploaded or totals.duplicates:
+        sidecars.clear_stale(config.inbox.path, ledger)
     log.info("upload pass: %d uploaded, %d already uploaded, %d failed (in error/), %d left for later",
              totals.uploaded, totals.duplicates, totals.failed, waiting)
     return PassSummary(totals, waiting)

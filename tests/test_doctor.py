@@ -123,3 +123,31 @@ def test_check_says_a_read_only_outbox(tmp_path, sandbox):
         subprocess.run(["umount", str(outbox)], check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot write in the outbox" in result.stderr and "Read-only file system" in result.stderr
+
+
+# --- retry ----------------------------------------------------------------------------------------
+
+def test_a_file_moved_back_from_error_and_uploaded_loses_its_sidecar_and_its_last_error(tmp_path, sandbox):
+    import json
+
+    config = make_config(tmp_path, sandbox)
+    inbox = tmp_path / "inbox"
+    write_pdf(inbox / "retry.pdf", label="retry me")
+    write_pdf(inbox / "other.pdf", label="stays rejected")
+    sandbox.reject = lambda name, data: "the document could not be read"
+    first = run_agent(config, "upload")
+    assert first.returncode == 1, first.stderr
+    sidecar = inbox / "error" / "retry.pdf.error.json"
+    assert sidecar.is_file() and (inbox / "error" / "other.pdf.error.json").is_file(), first.stderr
+    status = json.loads(run_agent(config, "status", "--json").stdout)
+    assert sorted(e["file"] for e in status["recent_errors"]) == ["other.pdf", "retry.pdf"], status["recent_errors"]
+
+    sandbox.reject = None
+    (inbox / "error" / "retry.pdf").rename(inbox / "retry.pdf")
+    second = run_agent(config, "upload")
+    assert second.returncode == 0, second.stderr
+    assert (inbox / "done" / "retry.pdf").is_file(), second.stderr
+    assert not sidecar.exists(), second.stderr
+    assert (inbox / "error" / "other.pdf.error.json").is_file()  # its file is still in error/
+    status = json.loads(run_agent(config, "status", "--json").stdout)
+    assert [e["file"] for e in status["recent_errors"]] == ["other.pdf"], status["recent_errors"]
