@@ -3,10 +3,16 @@ cannot forge log lines, clean retries from error/, interrupts. Real processes, t
 
 from __future__ import annotations
 
-import os
-import re
+import json
+import signal
+import subprocess
+import time
 
+import pytest
 from support import make_config, run_agent, wait_for, write_pdf
+
+from agent.sandbox.faults import Faults
+from agent.sandbox.server import Sandbox
 
 FORGED = "x.pdf\n2026-12-04 12:00:00 ERROR fake"
 
@@ -106,10 +112,6 @@ def test_check_says_an_unwritable_inbox_subfolder(tmp_path, sandbox):
 
 
 def test_check_says_a_read_only_outbox(tmp_path, sandbox):
-    import subprocess
-
-    import pytest
-
     config = make_config(tmp_path, sandbox)
     outbox = tmp_path / "outbox"
     outbox.mkdir()
@@ -128,8 +130,6 @@ def test_check_says_a_read_only_outbox(tmp_path, sandbox):
 # --- retry ----------------------------------------------------------------------------------------
 
 def test_a_file_moved_back_from_error_and_uploaded_loses_its_sidecar_and_its_last_error(tmp_path, sandbox):
-    import json
-
     config = make_config(tmp_path, sandbox)
     inbox = tmp_path / "inbox"
     write_pdf(inbox / "retry.pdf", label="retry me")
@@ -151,3 +151,87 @@ def test_a_file_moved_back_from_error_and_uploaded_loses_its_sidecar_and_its_las
     assert (inbox / "error" / "other.pdf.error.json").is_file()  # its file is still in error/
     status = json.loads(run_agent(config, "status", "--json").stdout)
     assert [e["file"] for e in status["recent_errors"]] == ["other.pdf"], status["recent_errors"]
+
+
+# --- interrupts -----------------------------------------------------------------------------------
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def test_sigint_on_upload_gives_claims_back_and_exits_130_with_a_summary(tmp_path, agents):
+    with Sandbox(analysis_delay_seconds=0.2, seed=1234, faults=Faults(latency_seconds=0.3)) as sandbox:
+        config = make_config(tmp_path, sandbox)
+        inbox = tmp_path / "inbox"
+        names = [f"invoice-{i:03d}.pdf" for i in range(300)]
+        for name in names:
+            write_pdf(inbox / name)
+        agent = agents(config, "upload")
+        wait_for(lambda: _files(inbox / "done"), timeout=60, message="a first upload", on_fail=agent.tail,
+                 give_up=lambda: agent.proc.poll() is not None and "the upload ended before the signal")
+        agent.proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            code = agent.proc.wait(10)
+        except Exception:
+            print(agent.log())
+            raise
+        assert time.monotonic() - sent < 10
+        log = agent.log()
+        assert code == 130, log
+        assert "upload interrupted:" in log and "back in the inbox for the next pass" in log, log
+        assert "Traceback" not in log, log
+        done, back = _files(inbox / "done"), [n for n in _files(inbox) if n.endswith(".pdf")]
+        assert sorted(done + back) == names, log
+        assert len(back) > 0, "the pass finished before the signal: make it longer"
+        assert [p for p in (inbox / ".processing").rglob("*") if p.is_file()] == [], log
+
+
+def test_sigterm_on_run_during_a_big_sync_exits_0_quickly_and_the_next_sync_completes(tmp_path, agents):
+    with Sandbox(analysis_delay_seconds=0.2, seed=1234, faults=Faults(latency_seconds=0.05)) as sandbox:
+        sandbox.seed(1000)
+        config = make_config(tmp_path, sandbox, outbox={"sync_interval_seconds": 3600})
+        agent = agents(config, "run")
+        outbox = tmp_path / "outbox"
+        wait_for(lambda: len(list(outbox.glob("*.json"))) >= 20, timeout=60, message="the sync under way",
+                 on_fail=agent.tail, give_up=lambda: agent.proc.poll() is not None and "the agent ended")
+        agent.proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            code = agent.proc.wait(5)
+        except Exception:
+            print(agent.log())
+            raise
+        assert time.monotonic() - sent < 5
+        log = agent.log()
+        assert code == 0, log
+        assert not any(" ERROR " in line or "Traceback" in line for line in log.splitlines()), log
+        assert len(list(outbox.glob("*.json"))) < 1000, "the sync finished before the signal: make it longer"
+        sandbox.faults = Faults()
+        again = run_agent(config, "sync")
+        assert again.returncode == 0, again.stderr
+        assert "cursor not advanced" not in again.stderr, again.stderr
+        assert len(list(outbox.glob("*.json"))) >= 1000, again.stderr
+
+
+def test_sigint_on_sync_exits_130_and_the_next_sync_completes(tmp_path, agents):
+    with Sandbox(analysis_delay_seconds=0.2, seed=1234, faults=Faults(latency_seconds=0.05)) as sandbox:
+        sandbox.seed(500)
+        config = make_config(tmp_path, sandbox)
+        outbox = tmp_path / "outbox"
+        agent = agents(config, "sync")
+        wait_for(lambda: len(list(outbox.glob("*.json"))) >= 10, timeout=60, message="the sync under way",
+                 on_fail=agent.tail, give_up=lambda: agent.proc.poll() is not None and "the sync ended")
+        agent.proc.send_signal(signal.SIGINT)
+        try:
+            code = agent.proc.wait(10)
+        except Exception:
+            print(agent.log())
+            raise
+        log = agent.log()
+        assert code == 130, log
+        assert "sync interrupted" in log and "Traceback" not in log, log
+        sandbox.faults = Faults()
+        again = run_agent(config, "sync")
+        assert again.returncode == 0 and "cursor not advanced" not in again.stderr, again.stderr
+        assert len(list(outbox.glob("*.json"))) >= 500, again.stderr
