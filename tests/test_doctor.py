@@ -46,19 +46,27 @@ def test_init_whose_inbox_cannot_be_made_leaves_no_configuration(tmp_path):
 
 # --- names ----------------------------------------------------------------------------------------
 
-def test_a_name_with_a_newline_is_one_escaped_log_line_and_one_status_line(tmp_path, sandbox):
+def test_names_with_control_characters_are_one_escaped_log_line_and_one_status_line(tmp_path, sandbox):
     config = make_config(tmp_path, sandbox)
-    write_pdf(tmp_path / "inbox" / FORGED, label="forged")
+    taken = "y\n2026-12-04 12:00:00 ERROR fake\x1b[31m.pdf"  # a PDF: uploaded, then listed by status
+    write_pdf(tmp_path / "inbox" / FORGED, label="forged")  # not a PDF name: left where it is, said once
+    write_pdf(tmp_path / "inbox" / taken, label="taken")
     result = run_agent(config, "upload")
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert not any(line.startswith("2026-12-04 12:00:00 ERROR fake") for line in lines), result.stderr
-    naming = [line for line in lines if "x.pdf" in line]
-    assert naming and all("x.pdf\\n2026-12-04 12:00:00 ERROR fake" in line for line in naming), result.stderr
+    assert "\x1b" not in result.stderr, result.stderr
+    assert [line for line in lines if "x.pdf" in line] == \
+        [line for line in lines if "x.pdf\\n2026-12-04 12:00:00 ERROR fake is left in the inbox" in line], result.stderr
+    assert len([line for line in lines if "x.pdf" in line]) == 1, result.stderr
+    uploaded = [line for line in lines if "y\\n2026" in line]
+    assert len(uploaded) == 1 and "ERROR fake\\x1b[31m.pdf as invoice" in uploaded[0], result.stderr
     status = run_agent(config, "status")
     assert status.returncode == 0, status.stderr
     assert not any(line.startswith("2026-12-04 12:00:00 ERROR fake") for line in status.stdout.splitlines())
+    assert "\x1b" not in status.stdout
     assert "x.pdf\\n2026-12-04 12:00:00 ERROR fake" in status.stdout, status.stdout
+    assert "y\\n2026-12-04 12:00:00 ERROR fake\\x1b[31m.pdf" in status.stdout, status.stdout
 
 
 # --- check ----------------------------------------------------------------------------------------
