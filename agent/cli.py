@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, initialize, service, status
+from agent import __version__, demo, doctor, initialize, service, status
 from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
@@ -27,6 +27,7 @@ EXIT_FAILED = 1  # some files or invoices failed permanently
 EXIT_USAGE = 2  # usage, configuration, folder or ledger problem a person must fix
 EXIT_RETRY_LATER = 3  # transient trouble: nothing lost, run again later
 EXIT_CREDENTIALS = 4  # credentials refused
+EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM on `upload` or `sync`: claims given back, nothing lost
 
 VERDICT_EXIT = {Verdict.DONE: EXIT_OK, Verdict.FAILED: EXIT_FAILED, Verdict.LATER: EXIT_RETRY_LATER,
                 Verdict.CREDENTIALS: EXIT_CREDENTIALS}
@@ -101,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as exc:
         log.error("%s", exc)
         return exit_code_for(exc)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C is how `sandbox` is meant to stop; anything else was cut short
+        return EXIT_OK if args.command == "sandbox" else EXIT_INTERRUPTED
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -129,16 +130,26 @@ def _dispatch(args: argparse.Namespace) -> int:
                 return _run(cfg, client, ledger)
             if args.command == "upload":
                 files = resolve_files(cfg, args.files) if args.files else None
-                return VERDICT_EXIT[service.upload_once(cfg, client, ledger, files, force=args.force).verdict]
+                with service.interruptible("the upload") as stop:
+                    summary = service.upload_once(cfg, client, ledger, files, force=args.force, stop=stop)
+                return EXIT_INTERRUPTED if summary.interrupted else VERDICT_EXIT[summary.verdict]
             if args.command == "sync":
-                report = mirror.sync(cfg, client, ledger, full=args.full,
-                                     progress=_progress if sys.stderr.isatty() else None)
-                if sys.stderr.isatty():
-                    sys.stderr.write("\n")
-                return VERDICT_EXIT[report.verdict]
+                return _sync(cfg, client, ledger, full=args.full)
         finally:
             ledger.close()
     return EXIT_USAGE
+
+
+def _sync(cfg: configuration.Config, client: QontoClient, ledger: Ledger, *, full: bool) -> int:
+    with service.interruptible("the sync") as stop:
+        report = mirror.sync(cfg, client, ledger, full=full, progress=_progress if sys.stderr.isatty() else None,
+                             cancel=stop)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if stop.is_set():
+        log.warning("sync interrupted: what was written stays, and the next sync finishes the window")
+        return EXIT_INTERRUPTED
+    return VERDICT_EXIT[report.verdict]
 
 
 def _run(cfg: configuration.Config, client: QontoClient, ledger: Ledger) -> int:
@@ -193,9 +204,19 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _check(cfg: configuration.Config) -> int:
+    """The credentials, then everything else a run needs (doctor.py); exit 2 when a person must fix one."""
     logs.add_secrets(cfg.qonto.secrets())
+    problems = doctor.local_problems(cfg)
+    for problem in problems:  # said first: they need no network, and stand even if the credentials fail
+        log.error("%s", problem)
     with service.open_client(cfg) as client:
         org = client.get_organization()
-    name = org.get("legal_name") or org.get("name") or org.get("slug")
-    print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
+        name = org.get("legal_name") or org.get("name") or org.get("slug")
+        print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
+        remote = doctor.remote_problems(client)
+    for problem in remote:
+        log.error("%s", problem)
+    if problems or remote:
+        return EXIT_USAGE
+    print("OK: folders, free space, ledger and read access to invoices and attachments")
     return EXIT_OK

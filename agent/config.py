@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from agent.base import times
+from agent.base import files, times
 from agent.base.errors import ConfigError
 from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
 
@@ -408,10 +408,9 @@ def write_config(path: Path, document: Mapping[str, Any], *, force: bool = False
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists: pass --force to overwrite it.")
     has_secret = any(document.get("qonto", {}).get(k) for k in SECRET_KEYS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = tomli_w.dumps(document).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if has_secret else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    if has_secret:
-        os.chmod(path, 0o600)
+    try:  # whole or not at all: a temporary beside it, renamed over it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_bytes(path, tomli_w.dumps(document).encode(), mode=0o600 if has_secret else 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}): choose a folder you can write to, "
+                          "or check its permissions.") from None

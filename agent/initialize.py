@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import config as configuration
+from agent.base import files
 from agent.base.errors import ConfigError
 
 SYSTEMD_UNIT = """\
@@ -79,10 +80,17 @@ def write(path: Path, answers: Answers, *, force: bool) -> configuration.Config:
     for key in ("login", "secret_key", "staging_token"):
         if getattr(answers, key):
             document["qonto"][key] = getattr(answers, key)
+    existed = path.exists()
     configuration.write_config(path, document, force=force)
     cfg = configuration.load(path, need_credentials=False)
     for folder in (cfg.inbox.path, cfg.outbox.path):
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if not existed:  # never leave a configuration whose folders could not be made
+                path.unlink(missing_ok=True)
+            raise ConfigError(f"cannot create the folder {folder} ({exc.strerror or exc}): create it yourself, "
+                              "or choose a folder you can write to.") from None
     return cfg
 
 
@@ -93,5 +101,9 @@ def write_systemd_unit(config_path: Path, *, force: bool) -> Path:
     if unit.exists() and not force:
         raise ConfigError(f"{unit} already exists: pass --force to overwrite it.")
     user = getpass.getuser()
-    unit.write_text(SYSTEMD_UNIT.format(exe=exe, config=config_path.resolve(), user=user))
+    try:
+        files.write_bytes(unit, SYSTEMD_UNIT.format(exe=exe, config=config_path.resolve(), user=user).encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {unit} ({exc.strerror or exc}): choose a folder you can write to, "
+                          "or check its permissions.") from None
     return unit

@@ -25,7 +25,22 @@ def redact(text: str) -> str:
     return text
 
 
+_CONTROL = {c: repr(chr(c))[1:-1] for c in (*range(32), *range(127, 160), 0x2028, 0x2029)}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters written as escapes (`\\n`, `\\t`, `\\x1b`), so a file name
+    holding a newline or a terminal escape can neither forge a log line nor move the cursor."""
+    return text.translate(_CONTROL)
+
+
 class _RedactingFormatter(logging.Formatter):
+    """One line per record: the message is escaped; a traceback keeps its own lines after it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 

@@ -7,6 +7,7 @@ thread and syncs the outbox on a schedule; `upload` runs the same loop once over
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -16,13 +17,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+from agent import sidecars
 from agent.outbox import sync as mirror
 from agent.base.errors import CredentialsError, LedgerBusy, LedgerError, PermissionDenied, QontoError
 from agent.base.verdict import Verdict
 from agent.config import Config
 from agent.inbox.filing import Filing
 from agent.inbox.pipeline import Pipeline, Totals
+from agent.inbox.rules import Rules
 from agent.inbox.watcher import Watcher
 from agent.qonto.client import QontoClient
 from agent.state.ledger import Heartbeat, Ledger
@@ -41,6 +45,7 @@ class PassSummary:
 
     totals: Totals
     waiting: int
+    interrupted: bool = False  # SIGINT/SIGTERM: what was claimed went back to the inbox
 
     @property
     def verdict(self) -> Verdict:
@@ -157,6 +162,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
             if pipeline.totals.uploaded != uploaded:
                 uploaded = pipeline.totals.uploaded
                 sync.soon()
+                sidecars.clear_stale(config.inbox.path, ledger)
             if now >= next_beat:
                 ledger.check_same_file()
                 ledger.beat(_heartbeat(watcher, client))
@@ -190,9 +196,40 @@ def _heartbeat(watcher: Watcher, client: QontoClient) -> Heartbeat:
                      paused=pause.reason if pause else None, paused_until=pause.until if pause else None)
 
 
+@contextlib.contextmanager
+def interruptible(what: str) -> Iterator[threading.Event]:
+    """While in the block, SIGINT/SIGTERM set the event (stop taking new work); a second one
+    raises KeyboardInterrupt. The handlers in place before are put back after."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("stopping %s (%s): finishing what is in flight; a second signal stops at once",
+                 what, signal.Signals(signum).name)
+        stop.set()
+
+    before = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _cancel_queued(pipeline: Pipeline) -> None:
+    """Drop the batches not started yet (they claimed nothing: files stay in the inbox); the ones
+    running finish and file their files away in `pipeline.close`."""
+    for future in list(pipeline._in_flight):  # noqa: SLF001 - the pipeline has no cancel of its own yet
+        if future.cancel():
+            del pipeline._in_flight[future]  # noqa: SLF001
+
+
 def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list[Path] | None = None,
-                force: bool = False) -> PassSummary:
-    """One pass over the inbox (or the given files inside it): what it did and what it left."""
+                force: bool = False, stop: threading.Event | None = None) -> PassSummary:
+    """One pass over the inbox (or the given files inside it): what it did and what it left.
+    `stop` (set on SIGINT/SIGTERM) ends it early: no new batch, queued ones dropped, claims given back."""
+    stop = stop or threading.Event()
     filing = Filing(config.inbox.path)
     pipeline = Pipeline(config, client, ledger, filing)
     progress = _Progress() if sys.stderr.isatty() else None
@@ -206,27 +243,44 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
         else:
             pipeline.scan()
         total = len(pipeline.settler.files)
-        while True:
+        while not stop.is_set():
             wait = pipeline.tick(flush=not pipeline.settler.settling())  # full batches while files settle
             pipeline.publish_pending()
             if progress:
                 progress.show(pipeline.totals, total)
             if pipeline.idle():
                 break
-            time.sleep(min(wait or 0.1, 0.5))
+            stop.wait(min(wait or 0.1, 0.5))
         if progress:
             progress.done()
-        left = pipeline.settler.pending()  # files left aside for a person are not "waiting"
-        for path, _, why in left:
-            log.info("left waiting: %s — %s", path.relative_to(config.inbox.path), why)
-        waiting = len(left)
+        if stop.is_set():
+            _cancel_queued(pipeline)
+            waiting = 0
+        else:
+            left = pipeline.settler.pending()  # files left aside for a person are not "waiting"
+            for path, _, why in left:
+                log.info("left waiting: %s — %s", path.relative_to(config.inbox.path), why)
+            waiting = len(left)
     finally:
         pipeline.close()
         filing.close()
     totals = pipeline.totals
+    if stop.is_set():
+        return _interrupted(config, totals)
+    if totals.uploaded or totals.duplicates:
+        sidecars.clear_stale(config.inbox.path, ledger)
     log.info("upload pass: %d uploaded, %d already uploaded, %d failed (in error/), %d left for later",
              totals.uploaded, totals.duplicates, totals.failed, waiting)
     return PassSummary(totals, waiting)
+
+
+def _interrupted(config: Config, totals: Totals) -> PassSummary:
+    """The summary of a pass stopped by a signal, counting what is back in the inbox."""
+    rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
+    waiting = sum(1 for _, why in rules.survey() if why is None)
+    log.warning("upload interrupted: %d uploaded, %d already uploaded, %d failed (in error/); %d file(s) are "
+                "back in the inbox for the next pass", totals.uploaded, totals.duplicates, totals.failed, waiting)
+    return PassSummary(totals, waiting, interrupted=True)
 
 
 class _Progress:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config
+from agent.logs import escape_controls
 
 from agent.base import times
 from agent.base.times import iso
@@ -137,7 +138,7 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"  {e['failed_at']}  {e['file']}: {why}. {e['hint']}")
     lines.append(f"outbox:  {data['outbox']} — {data['outbox_count']} invoices; last sync "
                  f"{data['last_sync_at'] or 'never'}; cursor {data['cursor'] or 'none'}")
-    return "\n".join(lines)
+    return "\n".join(escape_controls(line) for line in lines)  # a name's newline cannot forge a line
 
 
 def _ago(stamp: str | None, *, ahead: bool = False) -> str:

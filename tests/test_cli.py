@@ -210,6 +210,7 @@ def test_sandbox_command_serves_and_check_accepts_it(tmp_path):
         config = tmp_path / "cfg.toml"
         config.write_text(tomli_w.dumps({"qonto": {"base_url": f"http://127.0.0.1:{port}", "login": "sandbox-org",
                                                    "secret_key": "sandbox-secret-key"}}))
+        (tmp_path / "inbox").mkdir()  # `check` checks the folders too
         result = run_agent(config, "check")
         assert result.returncode == 0 and "Sandbox Company SAS" in result.stdout, result.stderr
     finally:
