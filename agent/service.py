@@ -217,14 +217,6 @@ def interruptible(what: str) -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _cancel_queued(pipeline: Pipeline) -> None:
-    """Drop the batches not started yet (they claimed nothing: files stay in the inbox); the ones
-    running finish and file their files away in `pipeline.close`."""
-    for future in list(pipeline._in_flight):  # noqa: SLF001 - the pipeline has no cancel of its own yet
-        if future.cancel():
-            del pipeline._in_flight[future]  # noqa: SLF001
-
-
 def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list[Path] | None = None,
                 force: bool = False, stop: threading.Event | None = None) -> PassSummary:
     """One pass over the inbox (or the given files inside it): what it did and what it left.
@@ -254,7 +246,7 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
         if progress:
             progress.done()
         if stop.is_set():
-            _cancel_queued(pipeline)
+            pipeline.cancel_queued()
             waiting = 0
         else:
             left = pipeline.settler.pending()  # files left aside for a person are not "waiting"

@@ -150,6 +150,13 @@ class Pipeline:
         """Nothing left that this pass could still send (held and incomplete files wait for later)."""
         return not self.batcher.queue and not self._in_flight and not self.settler.settling()
 
+    def cancel_queued(self) -> None:
+        """Drop the batches not started yet (they claimed nothing: files stay in the inbox); the ones
+        running finish and file their files away in `close`."""
+        for future in list(self._in_flight):
+            if future.cancel():
+                del self._in_flight[future]
+
     def close(self) -> None:
         """Let the batches in flight finish and file their files away."""
         self._pool.shutdown(wait=True)
