@@ -59,17 +59,6 @@ def test_a_file_link_is_never_opened_and_a_device_is_refused(tree):
     assert caught.value.errno == errno.EINVAL
 
 
-def test_move_without_clobber_never_replaces_and_creates_parents_inside(tree):
-    inbox, _ = tree
-    (inbox / "a.pdf").write_bytes(b"a")
-    (inbox / "b.pdf").write_bytes(b"b")
-    with pytest.raises(FileExistsError):
-        beneath.move(inbox, Path("a.pdf"), inbox, Path("b.pdf"), clobber=False)
-    assert (inbox / "b.pdf").read_bytes() == b"b" and (inbox / "a.pdf").read_bytes() == b"a"
-    beneath.move(inbox, Path("a.pdf"), inbox, Path("new/deep/a.pdf"), clobber=False)
-    assert (inbox / "new/deep/a.pdf").read_bytes() == b"a" and not (inbox / "a.pdf").exists()
-
-
 def test_a_claim_through_a_swapped_folder_takes_nothing(tree):
     inbox, outside = tree
     filing = Filing(inbox)
@@ -128,7 +117,7 @@ def mount(tmp_path):
 def test_no_clobber_move_on_every_file_system(tree, monkeypatch, how):
     inbox, _ = tree
     if how != "renameat2":
-        monkeypatch.setattr(beneath, "_renameat2", lambda: None)
+        monkeypatch.setattr(beneath, "renameat2", lambda: None)
     if how == "placeholder":  # FAT and many SMB shares: no hard links
         def refuse(*args, **kw):
             raise PermissionError(errno.EPERM, "no hard links here")
@@ -138,8 +127,8 @@ def test_no_clobber_move_on_every_file_system(tree, monkeypatch, how):
     with pytest.raises(FileExistsError):
         beneath.move(inbox, Path("a.pdf"), inbox, Path("b.pdf"), clobber=False)
     assert (inbox / "b.pdf").read_bytes() == b"b" and (inbox / "a.pdf").read_bytes() == b"a"
-    beneath.move(inbox, Path("a.pdf"), inbox, Path("c.pdf"), clobber=False)
-    assert (inbox / "c.pdf").read_bytes() == b"a" and not (inbox / "a.pdf").exists()
+    beneath.move(inbox, Path("a.pdf"), inbox, Path("new/deep/a.pdf"), clobber=False)  # parents made inside
+    assert (inbox / "new/deep/a.pdf").read_bytes() == b"a" and not (inbox / "a.pdf").exists()
 
 
 def test_a_move_to_another_device_copies_then_removes_and_never_clobbers(tree, mount):

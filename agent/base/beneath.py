@@ -152,7 +152,7 @@ def _move_no_clobber(src: int, name: str, dst: int, target: str) -> None:
 
 def _renameat2_noreplace(src: int, name: str, dst: int, target: str) -> bool:
     """True once moved; False where the platform or the file system has no RENAME_NOREPLACE."""
-    call = _renameat2()
+    call = renameat2()
     if call is None:
         return False
     if call(src, os.fsencode(name), dst, os.fsencode(target), RENAME_NOREPLACE) == 0:
@@ -164,7 +164,8 @@ def _renameat2_noreplace(src: int, name: str, dst: int, target: str) -> bool:
 
 
 @functools.cache
-def _renameat2() -> Callable[..., int] | None:
+def renameat2() -> Callable[..., int] | None:
+    """libc's `renameat2`, or None where the platform has none (then hard links are used)."""
     try:
         return getattr(ctypes.CDLL(None, use_errno=True), "renameat2")
     except (OSError, AttributeError):
