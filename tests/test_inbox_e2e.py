@@ -263,7 +263,7 @@ def test_two_agents_on_one_inbox_make_exactly_one_invoice_per_file(tmp_path, san
              on_fail=lambda: first.log() + second.log())
     assert filed(inbox / "done") == [f"shared-{i:02}.pdf" for i in range(50)]
     assert sandbox.invoice_count() == 50
-    assert first.proc.poll() is None and second.proc.poll() is None
+    assert first.proc.poll() is None and second.proc.poll() is None, first.log() + second.log()
     assert first.stop() == 0 and second.stop() == 0
 
 

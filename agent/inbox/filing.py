@@ -72,9 +72,9 @@ class Filing:
                                   ".processing/, all inside the inbox; mount another disk there if need be).")
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.own = self.processing / self.id
-        self.own.mkdir()
         self._lock = ProcessLock(self.processing / f"{self.id}.lock")
-        self._lock.acquire(blocking=True)
+        self._lock.acquire(blocking=True)  # before the folder exists: another agent must never see it unlocked
+        self.own.mkdir()
 
     def close(self) -> None:
         """Give back what is still claimed (nothing is lost if this never runs: it is adopted)."""
