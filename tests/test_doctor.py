@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 from support import make_config, run_agent, wait_for, write_pdf
@@ -167,6 +166,17 @@ def _files(folder):
     return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
 
+def _signal_and_wait(agent, signum: int, within: float) -> tuple[int, str]:
+    """Send `signum` and wait for the exit: (exit code, log); the log is printed if it takes too long."""
+    agent.proc.send_signal(signum)
+    try:
+        code = agent.proc.wait(within)
+    except subprocess.TimeoutExpired:
+        print(agent.log())
+        raise
+    return code, agent.log()
+
+
 def test_sigint_on_upload_gives_claims_back_and_exits_130_with_a_summary(tmp_path, agents):
     with Sandbox(analysis_delay_seconds=0.2, seed=1234, faults=Faults(latency_seconds=0.3)) as sandbox:
         config = make_config(tmp_path, sandbox)
@@ -177,15 +187,7 @@ def test_sigint_on_upload_gives_claims_back_and_exits_130_with_a_summary(tmp_pat
         agent = agents(config, "upload")
         wait_for(lambda: _files(inbox / "done"), timeout=60, message="a first upload", on_fail=agent.tail,
                  give_up=lambda: agent.proc.poll() is not None and "the upload ended before the signal")
-        agent.proc.send_signal(signal.SIGINT)
-        sent = time.monotonic()
-        try:
-            code = agent.proc.wait(10)
-        except Exception:
-            print(agent.log())
-            raise
-        assert time.monotonic() - sent < 10
-        log = agent.log()
+        code, log = _signal_and_wait(agent, signal.SIGINT, within=10)
         assert code == 130, log
         assert "upload interrupted:" in log and "back in the inbox for the next pass" in log, log
         assert "Traceback" not in log, log
@@ -203,15 +205,7 @@ def test_sigterm_on_run_during_a_big_sync_exits_0_quickly_and_the_next_sync_comp
         outbox = tmp_path / "outbox"
         wait_for(lambda: len(list(outbox.glob("*.json"))) >= 20, timeout=60, message="the sync under way",
                  on_fail=agent.tail, give_up=lambda: agent.proc.poll() is not None and "the agent ended")
-        agent.proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
-        try:
-            code = agent.proc.wait(5)
-        except Exception:
-            print(agent.log())
-            raise
-        assert time.monotonic() - sent < 5
-        log = agent.log()
+        code, log = _signal_and_wait(agent, signal.SIGTERM, within=5)
         assert code == 0, log
         assert not any(" ERROR " in line or "Traceback" in line for line in log.splitlines()), log
         assert len(list(outbox.glob("*.json"))) < 1000, "the sync finished before the signal: make it longer"

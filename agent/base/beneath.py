@@ -188,14 +188,6 @@ def _copy_across(src: int, name: str, dst: int, target: str) -> None:
     os.unlink(name, dir_fd=src)
 
 
-def _exists(name: str, dir_fd: int) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def _move_by_path(src: Path, dst: Path, clobber: bool) -> None:
     if not clobber and (dst.exists() or dst.is_symlink()):
         raise FileExistsError(errno.EEXIST, "exists", str(dst))

@@ -113,11 +113,6 @@ class Pipeline:
             self._told.add((path, why))
             log.warning("%s is left in the inbox: %s", path.relative_to(self.config.inbox.path), why.text)
 
-    def unaccepted(self) -> list[tuple[Path, Unaccepted]]:
-        """Files left aside that this process has seen, still there (for `upload`'s summary)."""
-        found = dict(self._told) | self.settler.unaccepted()
-        return sorted((p, why) for p, why in found.items() if p.exists() or p.is_symlink())
-
     def tick(self, flush: bool = False) -> float | None:
         """Do what is due; return seconds until something may be due again (None: wait for events)."""
         self._collect()

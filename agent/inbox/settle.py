@@ -20,7 +20,7 @@ from agent.base import beneath
 from agent.base.beneath import Identity
 from agent.base.text import printable
 from agent.inbox import reasons
-from agent.inbox.content import Kind, State, judge
+from agent.inbox.content import State, judge
 from agent.inbox.hold import Hold
 from agent.inbox.reasons import Refusal, Unaccepted
 
@@ -38,7 +38,6 @@ class Ready:
     size: int
     dropped_at: float  # wall clock when the agent first saw it
     identity: Identity | None = None
-    kind: Kind | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,6 @@ class _Seen:
     first_seen: float  # wall clock: when the agent first saw the file
     state: State | None = None  # content judged for this identity
     refusal: Refusal | None = None  # it could not even be read
-    kind: Kind | None = None
     unfinished_since: float | None = None  # monotonic start of the unfinished clock (carried age included)
     writer_open: float | None = None  # monotonic: a write was seen while it is open
     opens: int = 0  # opens minus closes seen (inotify): a writer may share the file with readers
@@ -168,7 +166,7 @@ class Settler:
         if seen.refusal is not None:
             return Refused(path, identity.size, seen.refusal)
         if seen.state is State.COMPLETE:
-            return Ready(path, identity.size, seen.first_seen, identity, seen.kind)
+            return Ready(path, identity.size, seen.first_seen, identity)
         if seen.state in _UNFINISHED:  # empty too: a writer may not have written its first byte yet
             return self._unfinished(path, rel, seen, now)
         assert seen.state is not None
@@ -189,7 +187,7 @@ class Settler:
             judged = judge(fd, st.st_size)
         finally:
             os.close(fd)
-        seen.state, seen.kind = judged.state, judged.kind
+        seen.state = judged.state
         log.debug("%s: %s (%s)", rel, judged.state, judged.why)
         return True
 
