@@ -30,7 +30,7 @@ EXIT_CREDENTIALS = 4  # credentials refused
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM on `upload` or `sync`: claims given back, nothing lost
 
 VERDICT_EXIT = {Verdict.DONE: EXIT_OK, Verdict.FAILED: EXIT_FAILED, Verdict.LATER: EXIT_RETRY_LATER,
-                Verdict.CREDENTIALS: EXIT_CREDENTIALS}
+                Verdict.CREDENTIALS: EXIT_CREDENTIALS, Verdict.FOLDER: EXIT_USAGE}
 RUN_EXIT = {service.RunEnd.STOPPED: EXIT_OK, service.RunEnd.ABANDONED: EXIT_OK,
             service.RunEnd.WATCHER_DIED: EXIT_RETRY_LATER, service.RunEnd.CRASHED: EXIT_FAILED,
             service.RunEnd.LEDGER_LOST: EXIT_USAGE, service.RunEnd.LEDGER_BUSY: EXIT_RETRY_LATER}

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from agent import sidecars
 from agent.outbox import sync as mirror
-from agent.base.errors import CredentialsError, LedgerBusy, LedgerError, PermissionDenied, QontoError
+from agent.base.errors import CredentialsError, FolderError, LedgerBusy, LedgerError, PermissionDenied, QontoError
 from agent.base.verdict import Verdict
 from agent.config import Config
 from agent.inbox.filing import Filing
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 8.0  # DESIGN.md: exit within 10 s of SIGTERM
 SYNC_AFTER_UPLOAD_SECONDS = 10.0
+FOLDER_RETRY_SECONDS = 5.0  # the first retry of a sync the outbox refused; it doubles while that lasts
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,14 @@ class PassSummary:
     totals: Totals
     waiting: int
     interrupted: bool = False  # SIGINT/SIGTERM: what was claimed went back to the inbox
+    stuck: str | None = None  # a folder that refused every write at the end of the pass
 
     @property
     def verdict(self) -> Verdict:
         if isinstance(self.totals.paused, (CredentialsError, PermissionDenied)):
             return Verdict.CREDENTIALS
+        if self.stuck:
+            return Verdict.FOLDER
         if self.totals.failed:
             return Verdict.FAILED
         return Verdict.LATER if self.waiting else Verdict.DONE
@@ -83,6 +87,8 @@ class SyncSchedule(threading.Thread):
         self.stopping = stopping
         self._due = time.monotonic()
         self._wake = threading.Event()
+        self.trouble: str | None = None  # the outbox refusing writes: what a person must fix
+        self._retry = 0.0
 
     def soon(self, delay: float = SYNC_AFTER_UPLOAD_SECONDS) -> None:
         self._due = min(self._due, time.monotonic() + delay)
@@ -98,10 +104,30 @@ class SyncSchedule(threading.Thread):
             self._due = time.monotonic() + self.config.outbox.sync_interval_seconds
             try:
                 mirror.sync(self.config, self.client, self.ledger, cancel=self.stopping)
+                self._folder_works()
+            except FolderError as exc:
+                self._folder_refused(exc)
             except (QontoError, LedgerError) as exc:  # a lost ledger also stops the loop at its next heartbeat
                 log.warning("outbox sync failed (%s); will try again at the next interval", exc)
             except Exception:  # noqa: BLE001 - a sync bug must not kill the uploads
                 log.exception("outbox sync failed unexpectedly; will try again at the next interval")
+
+
+    def _folder_refused(self, exc: FolderError) -> None:
+        """Try again soon (5 s, doubling up to the interval), not at the next interval: a person
+        freeing space expects the mirror to catch up by itself."""
+        interval = self.config.outbox.sync_interval_seconds
+        self._retry = min(self._retry * 2 if self._retry else FOLDER_RETRY_SECONDS, interval)
+        self._due = time.monotonic() + self._retry
+        if self.trouble is None:
+            log.error("paused: %s. The outbox sync is tried again in %.0f s and resumes by itself once it works; "
+                      "uploads go on.", exc, self._retry)
+        self.trouble = str(exc)
+
+    def _folder_works(self) -> None:
+        if self.trouble is not None:
+            log.info("the outbox can be written again; the sync resumed")
+        self.trouble, self._retry = None, 0.0
 
 
 def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
@@ -165,7 +191,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 sidecars.clear_stale(config.inbox.path, ledger)
             if now >= next_beat:
                 ledger.check_same_file()
-                ledger.beat(_heartbeat(watcher, client))
+                ledger.beat(_heartbeat(watcher, client, pipeline.uploader.trouble.reason() or sync.trouble))
                 next_beat = now + HEARTBEAT_SECONDS
             pipeline.publish_pending()
             timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
@@ -189,11 +215,12 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
             ledger.beat(None)
 
 
-def _heartbeat(watcher: Watcher, client: QontoClient) -> Heartbeat:
-    """This process is alive, watches the inbox this way, and may be paused waiting for a person."""
+def _heartbeat(watcher: Watcher, client: QontoClient, folder_trouble: str | None) -> Heartbeat:
+    """This process is alive, watches the inbox this way, and may be paused waiting for a person
+    (a folder's trouble lasts until it is fixed: it has no end to show)."""
     pause = client.person_pause()
-    return Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why,
-                     paused=pause.reason if pause else None, paused_until=pause.until if pause else None)
+    reason, until = (pause.reason, pause.until) if pause else (folder_trouble, None)
+    return Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why, paused=reason, paused_until=until)
 
 
 @contextlib.contextmanager
@@ -263,7 +290,10 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
         sidecars.clear_stale(config.inbox.path, ledger)
     log.info("upload pass: %d uploaded, %d already uploaded, %d failed (in error/), %d left for later",
              totals.uploaded, totals.duplicates, totals.failed, waiting)
-    return PassSummary(totals, waiting)
+    stuck = pipeline.uploader.trouble.reason()
+    if stuck:
+        log.error("%s; the files wait in the inbox, and the next pass files them without sending them again", stuck)
+    return PassSummary(totals, waiting, stuck=stuck)
 
 
 def _interrupted(config: Config, totals: Totals) -> PassSummary:

@@ -39,8 +39,8 @@ def gather(config: Config) -> dict[str, Any]:
         else:
             pending = _unattended(config, candidates)
         paused = None
-        if alive and beat and beat.paused and beat.paused_until and beat.paused_until > time.time():
-            paused = {"reason": beat.paused, "until": iso(beat.paused_until)}
+        if alive and beat and beat.paused and (beat.paused_until is None or beat.paused_until > time.time()):
+            paused = {"reason": beat.paused, "until": iso(beat.paused_until) if beat.paused_until else None}
         recent_uploads = [{"file": u.file_name, "invoice_id": u.invoice_id, "uploaded_at": iso(u.finished_at)}
                           for u in (ledger.recent(UploadOutcome.UPLOADED) if ledger else [])]
         recent_errors = [{"file": u.file_name, "errors": u.errors, "hint": u.hint, "failed_at": iso(u.finished_at)}
@@ -112,9 +112,11 @@ def render(data: dict[str, Any]) -> str:
         f"agent:   {'running' if data['run_alive'] else 'NOT running (start `qonto-agent run`)'}"
         f" — {data['mode']} mode ({data['mode_reason']})",
     ]
-    if data["paused"]:
+    if data["paused"] and data["paused"]["until"]:
         lines.append(f"PAUSED until {data['paused']['until']} (in {_ago(data['paused']['until'], ahead=True)}), "
                      f"waiting for a person: {data['paused']['reason']}")
+    elif data["paused"]:
+        lines.append(f"PAUSED until this is fixed (it resumes by itself): {data['paused']['reason']}")
     lines += [
         f"inbox:   {data['inbox']} — {len(data['pending'])} waiting, {data['done_count']} in done/, "
         f"{data['error_count']} in error/",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,21 @@ def agents():
         if proc.proc.poll() is None:
             proc.kill()
 
+
+@pytest.fixture
+def mounted(tmp_path):
+    """Mount small tmpfs file systems in the test (CI runs as root); skipped, with why, where refused."""
+    points: list[Path] = []
+
+    def mount(point: Path, size: str = "2m") -> Path:
+        point.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+        points.append(point)
+        return point
+
+    yield mount
+    for point in reversed(points):
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -135,25 +134,6 @@ def test_done_deleted_while_running_is_made_again(tmp_path, sandbox, agents):
     write_pdf(inbox / "a.pdf")
     wait_for(lambda: names(inbox / "done") == ["a.pdf"], message="a.pdf in a new done/", on_fail=agent.log)
     assert agent.proc.poll() is None, agent.log()
-
-
-@pytest.fixture
-def mounted(tmp_path):
-    """Mount small tmpfs file systems in the test (CI runs as root); skipped, with why, where refused."""
-    points: list[Path] = []
-
-    def mount(point: Path, size: str = "2m") -> Path:
-        point.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-        points.append(point)
-        return point
-
-    yield mount
-    for point in reversed(points):
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def test_a_file_on_another_mount_inside_the_inbox_waits_and_stops_nothing(tmp_path, sandbox, agents, mounted):

@@ -7,6 +7,8 @@ command line turns errors into exit codes.
 
 from __future__ import annotations
 
+import errno
+
 
 class AgentError(Exception):
     """Base of every error qonto-agent raises on purpose."""
@@ -21,6 +23,26 @@ class AgentError(Exception):
 
 class ConfigError(AgentError):
     """The configuration (file, environment, flags) or a local folder cannot be used as it is."""
+
+
+class FolderError(ConfigError):
+    """A folder refuses every write (read-only, full, not permitted): no single file's fault. The
+    work that needs it pauses, and resumes by itself once a person has fixed the folder."""
+
+    WIDE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+    _WHAT_TO_DO = {
+        errno.EROFS: "{folder} is on a read-only file system: make it writable",
+        errno.ENOSPC: "the disk holding {folder} is full: free some space",
+        errno.EDQUOT: "the disk quota for {folder} is used up: free some space or raise the quota",
+    }
+    _PERMISSION = "{folder} cannot be written by the user running qonto-agent: let it write there"
+
+    @classmethod
+    def of(cls, folder: str, exc: OSError) -> FolderError | None:
+        """The folder-wide trouble `exc` means for `folder`, or None when it is one file's trouble."""
+        if exc.errno not in cls.WIDE:
+            return None
+        return cls(cls._WHAT_TO_DO.get(exc.errno, cls._PERMISSION).format(folder=folder))
 
 
 class QontoError(AgentError):

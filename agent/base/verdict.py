@@ -12,3 +12,4 @@ class Verdict(enum.Enum):
     FAILED = "failed"  # some files or invoices failed permanently (error/, or listed)
     LATER = "later"  # work is left for later: transient trouble, nothing lost
     CREDENTIALS = "credentials"  # credentials or permissions were refused: a person must act
+    FOLDER = "folder"  # a folder refused every write (read-only, full): a person must fix it

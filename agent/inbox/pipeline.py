@@ -74,13 +74,21 @@ class Pipeline:
 
     def resume(self) -> None:
         """Files claimed by this process's dead predecessors are sent first, as they were ready;
-        at a rescan, claims left by trouble are tried again (not while batches travel: those are theirs)."""
+        at a rescan, claims left by trouble are tried again (not while batches travel: those are theirs).
+        While a folder refuses writes, one claim is tried first: the rest follow once it is filed."""
         if self._in_flight:
             return
         adopted = self.filing.adopt_orphans()
         claims = self.filing.claims()
         if adopted:
             log.info("resuming %d file(s) left in progress by an agent that stopped", adopted)
+        if not claims:
+            self.uploader.trouble.clear()  # nothing waits to be filed: no work is held up by a folder
+        elif self.uploader.trouble.reason():
+            self._account(self.uploader.send_claims(claims[:1]))
+            if self.uploader.trouble.reason():
+                return
+            claims = claims[1:]
         for start in range(0, len(claims), self.config.inbox.batch_size):
             self._account(self.uploader.send_claims(claims[start:start + self.config.inbox.batch_size]))
 
@@ -125,9 +133,12 @@ class Pipeline:
                 self.totals.failed += 1
             else:
                 self.settler.hold(hold)
-        if ready and time.monotonic() < self._pause_until:
+        if self.uploader.trouble.retry_due() and not self._in_flight:
+            self.resume()  # filing what waits in the claim folder is the test that the folder works again
+        paused = self.paused()
+        if ready and paused:
             for item in ready:
-                self.settler.hold(Hold(item.path, self._pause_until, f"paused: {self.totals.paused}", item.dropped_at))
+                self.settler.hold(Hold(item.path, paused[1], f"paused: {paused[0]}", item.dropped_at))
             ready = []
         self.batcher.add(ready)
         for batch in self.batcher.take(flush=flush):
@@ -137,9 +148,20 @@ class Pipeline:
             if self._wake:
                 future.add_done_callback(lambda _: self._wake())
         waits = [w for w in (self.settler.next_check(), self.batcher.next_due()) if w is not None]
+        if self.uploader.trouble.reason():
+            waits.append(max(0.0, self.uploader.trouble.next_try() - time.monotonic()))
         if self._in_flight and not self._wake:
             waits.append(0.05)
         return min(waits) if waits else None
+
+    def paused(self) -> tuple[str, float] | None:
+        """Why uploads wait for a person now, and until when (monotonic clock); None when they do not."""
+        trouble = self.uploader.trouble.reason()
+        if trouble:
+            return trouble, self.uploader.trouble.next_try()
+        if time.monotonic() < self._pause_until:
+            return str(self.totals.paused), self._pause_until
+        return None
 
     def idle(self) -> bool:
         """Nothing left that this pass could still send (held and incomplete files wait for later)."""

@@ -26,6 +26,7 @@ from agent.inbox.prepare import Back, Prepared, prepare
 from agent.inbox.reasons import Refusal
 from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Refused
+from agent.inbox.trouble import FolderTrouble
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import QontoClient
 from agent.state.ledger import AttemptOutcome, Ledger, Upload, UploadOutcome
@@ -53,7 +54,8 @@ class Uploader:
         self.ledger = ledger
         self.filing = filing
         self.rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
-        self._troubles: dict[Path, int] = {}  # files that could not be claimed, and how often
+        self._take_attempts: dict[Path, int] = {}  # files that could not be claimed, and how often
+        self.trouble = FolderTrouble()  # done/ or error/ refusing every write pauses uploads
 
     # --- the two entry points -------------------------------------------------------------------
 
@@ -132,10 +134,10 @@ class Uploader:
         if not invoice_id:
             return False
         when = datetime.fromtimestamp(known.finished_at or time.time(), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        log.info("%s: already uploaded as invoice %s on %s; filed in done/ without sending it again "
-                 "(use `qonto-agent upload --force FILE` to send it anyway)", item.claim.name, invoice_id, when)
-        self._file_sent(item, outcome)
-        outcome.duplicates.append((item.claim.name, invoice_id))
+        if self._file_sent(item, outcome):
+            log.info("%s: already uploaded as invoice %s on %s; filed in done/ without sending it again "
+                     "(use `qonto-agent upload --force FILE` to send it anyway)", item.claim.name, invoice_id, when)
+            outcome.duplicates.append((item.claim.name, invoice_id))
         return True
 
     def _key_expired(self, known: Upload) -> bool:
@@ -235,25 +237,30 @@ class Uploader:
         try:
             target = self.filing.to_error(claim, sidecar)
         except OSError as exc:
-            _cannot_file(claim, "error/", exc)
+            self._cannot_file(claim, "error/", exc)
             return
+        self.trouble.worked("error/")
         reason = "; ".join(str(e.get("detail") or e.get("code")) for e in errors)
         log.warning("rejected %s: %s. %s (see %s)", claim.name, reason, hint, target.name + ".error.json")
 
-    def _file_sent(self, item: Prepared, outcome: Outcome) -> None:
+    def _file_sent(self, item: Prepared, outcome: Outcome) -> bool:
         """File a sent (or already uploaded) file in done/; if the original changed after it was
-        copied, done/ gets the bytes Qonto holds, and the changed file goes back to settle again."""
+        copied, done/ gets the bytes Qonto holds, and the changed file goes back to settle again.
+        False when done/ did not take it (it waits in the claim folder)."""
         try:
             if not item.changed():
                 self.filing.to_done(item.claim)
-                return
+                self.trouble.worked("done/")
+                return True
             filed = self.filing.file_snapshot(item.claim, item.snapshot)
         except OSError as exc:
-            _cannot_file(item.claim, "done/", exc)
-            return
+            self._cannot_file(item.claim, "done/", exc)
+            return False
+        self.trouble.worked("done/")
         log.warning("%s changed while it was being uploaded: the version Qonto received is filed as %s, and the "
                     "changed file goes back to the inbox to be uploaded once it settles", item.claim.name, filed.name)
         self._back(item.claim, "it changed while it was being uploaded", outcome)
+        return True
 
     def _back(self, claim: Claim, why: str, outcome: Outcome) -> None:
         """Put a claim back in the inbox to settle again from the start (no back-off: nothing failed)."""
@@ -276,9 +283,17 @@ class Uploader:
                         "next rescan", claim.name, exc.strerror or exc, self.filing.processing)
             return None
 
+    def _cannot_file(self, claim: Claim, folder: str, exc: OSError) -> None:
+        """The file waits in the claim folder; a folder refusing every write pauses uploads too."""
+        if self.trouble.failed(folder, exc):
+            log.info("%s waits in the claim folder until %s can be written", claim.name, folder)
+        else:
+            log.warning("%s could not be filed in %s (%s); it waits in the claim folder and is filed at the next "
+                        "rescan", claim.name, folder, exc.strerror or exc)
+
     def _cannot_take(self, path: Path, dropped_at: float, exc: OSError) -> Hold:
         """A file that cannot be claimed stays where it is, with the reason, under a growing back-off."""
-        self._troubles[path] = attempts = self._troubles.get(path, 0) + 1
+        self._take_attempts[path] = attempts = self._take_attempts.get(path, 0) + 1
         why = _TAKE_TROUBLE.get(exc.errno, "it could not be taken ({})").format(exc.strerror or exc)
         log.warning("%s stays in the inbox: %s", path.name, why)
         return Hold.after_attempts(path, attempts, f"waiting to retry: {why}", dropped_at)
@@ -291,11 +306,6 @@ _TAKE_TROUBLE = {
     errno.EROFS: "the inbox is read-only ({}): make it writable",
     errno.ENOSPC: "the disk is full ({}): free some space",
 }
-
-
-def _cannot_file(claim: Claim, where: str, exc: OSError) -> None:
-    log.warning("%s could not be filed in %s (%s); it waits in the claim folder and is filed at the next "
-                "rescan", claim.name, where, exc.strerror or exc)
 
 
 def _sha_of(claim: Claim, own: Path) -> str | None:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from agent.base.errors import AgentError, ConfigError, CredentialsError, HTMLAnswerError, PermissionDenied
+from agent.base.errors import (AgentError, ConfigError, CredentialsError, FolderError, HTMLAnswerError,
+                               PermissionDenied)
 from agent.base.files import ProcessLock
 from agent.base.fingerprint import sha256_file
 from agent.base.times import iso, rfc3339_ms as rfc3339
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=5)  # re-list a little of the last window: clock skew, inclusive bounds
 MAX_LISTINGS = 3  # passes over one window when the list changes under our feet while paging
-# Errors that make every further request pointless: stop the sync at once.
+# Errors that make every further request pointless: stop the sync at once (a FolderError is a ConfigError).
 FATAL = (CredentialsError, PermissionDenied, HTMLAnswerError, ConfigError)
 
 ProgressFn = Callable[[int, int], None]
@@ -96,8 +97,17 @@ def sync(config: Config, client: QontoClient, ledger: Ledger, *, full: bool = Fa
         log.warning("could not lock %s: syncing anyway, but leaving temporary files alone", lock.path)
     try:
         return _Sync(config, client, ledger, progress, cancel).run(full, clean=locked)
+    except OSError as exc:  # the outbox refusing every write is a pause, said in words, not a crash
+        trouble = FolderError.of(_outbox_words(config), exc)
+        if trouble is None:
+            raise
+        raise trouble from exc
     finally:
         lock.release()
+
+
+def _outbox_words(config: Config) -> str:
+    return f"the outbox ({config.outbox.path})"
 
 
 class _Sync:
@@ -244,6 +254,11 @@ class _Sync:
             with self.lock:
                 self.fatal = self.fatal or exc
         except Exception as exc:  # one invoice's trouble must not stop the others
+            trouble = FolderError.of(_outbox_words(self.config), exc) if isinstance(exc, OSError) else None
+            if trouble is not None:  # the outbox's trouble stops them all: nothing more can be written
+                with self.lock:
+                    self.fatal = self.fatal or trouble
+                return
             permanent = exc.permanent if isinstance(exc, AgentError) else not isinstance(exc, OSError)
             with self.lock:
                 self.failed.append(invoice_id)

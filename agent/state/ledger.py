@@ -152,7 +152,7 @@ class Heartbeat:
     mode: str
     why: str
     paused: str | None = None  # what a person must fix; no secret (the client's errors hold none)
-    paused_until: float | None = None  # wall clock
+    paused_until: float | None = None  # wall clock; None with `paused`: until a person fixes it
 
 
 _HEARTBEAT, _CURSOR, _LAST_SYNC = "heartbeat", "sync_cursor", "last_sync_at"  # keys of the meta table

@@ -1,0 +1,77 @@
+"""Folder-wide trouble: done/ or error/ refusing every write (read-only, full, no permission) is
+no single file's fault, so uploads pause until filing works again, instead of sending files that
+could not be filed. The reason is what `status` shows; a retry is due after a pause that doubles
+while the trouble lasts, and the first filing that works ends it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from agent.base.errors import FolderError
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_SECONDS = 5.0
+LONGEST_RETRY_SECONDS = 60.0
+
+
+class FolderTrouble:
+    """Which folders refuse writes now, why, and when filing is tried again (thread-safe: the
+    upload threads report, the pipeline's thread reads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reasons: dict[str, str] = {}
+        self._pause = 0.0
+        self._next_try = 0.0
+
+    def failed(self, folder: str, exc: OSError) -> bool:
+        """Record `exc` against `folder` if it is folder-wide; False when it is one file's trouble."""
+        trouble = FolderError.of(folder, exc)
+        if trouble is None:
+            return False
+        with self._lock:
+            new = not self._reasons
+            self._reasons[folder] = str(trouble)
+            if new:
+                self._pause = FIRST_RETRY_SECONDS
+                self._next_try = self._clock() + self._pause
+        if new:
+            log.error("paused: %s (%s). Files stay in the inbox; filing is tried again in %.0f s and "
+                      "uploads resume by themselves once it works.", trouble, exc.strerror or exc, FIRST_RETRY_SECONDS)
+        return True
+
+    def worked(self, folder: str) -> None:
+        """A write into `folder` worked: its trouble is over."""
+        with self._lock:
+            ended = self._reasons.pop(folder, None)
+        if ended:
+            log.info("%s can be written again; resuming", folder)
+
+    def clear(self) -> None:
+        """Nothing is left to file: whatever the trouble was, no work waits on it."""
+        for folder in list(self._reasons):
+            self.worked(folder)
+
+    def reason(self) -> str | None:
+        """What a person must fix, or None when every folder takes writes."""
+        with self._lock:
+            return "; ".join(self._reasons.values()) or None
+
+    def next_try(self) -> float:
+        """When (monotonic clock) filing is tried again."""
+        with self._lock:
+            return self._next_try
+
+    def retry_due(self) -> bool:
+        """True once the pause is over; the next pause is then twice as long (up to a minute)."""
+        with self._lock:
+            if not self._reasons or self._clock() < self._next_try:
+                return False
+            self._pause = min(self._pause * 2, LONGEST_RETRY_SECONDS)
+            self._next_try = self._clock() + self._pause
+            return True
