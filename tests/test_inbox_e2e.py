@@ -245,7 +245,7 @@ def test_unanswered_attempt_older_than_the_key_window_is_reconciled(tmp_path):
         result = run_agent(config_path, "upload")
         assert result.returncode == 0, result.stderr
         assert sandbox.invoice_count() == 1
-        assert f"had created invoice {created.invoice['id']}; adopting it" in result.stderr
+        assert f"had created invoice {created.invoice['id']} (the same bytes); adopting it" in result.stderr
         assert filed(cfg.inbox.path / "done") == ["lost-answer.pdf"]
 
 

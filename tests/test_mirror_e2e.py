@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from agent.sandbox.server import Sandbox
-from support import AgentProcess, make_config, run_agent, wait_for
+from support import AgentProcess, make_config, run_agent, wait_for, write_pdf
 from test_mirror import assert_outbox_complete, settle, sha256, storage_downloads
 
 
@@ -81,3 +82,22 @@ def test_kill_9_during_sync_then_sync_again(tmp_path: Path, sandbox: Sandbox) ->
     downloads = storage_downloads(sandbox)
     twice = {attachment_id: downloads[attachment_id] for attachment_id in present if downloads[attachment_id] != 1}
     assert twice == {}, "attachments already in the outbox were downloaded again"
+
+
+def test_files_uploaded_by_run_appear_in_the_outbox_within_a_minute(tmp_path: Path, sandbox: Sandbox, agents) -> None:
+    sandbox.seed(5, without_attachment=0.0)
+    config = make_config(tmp_path, sandbox, outbox={"sync_interval_seconds": 3600})  # not the next interval
+    outbox, inbox = tmp_path / "outbox", tmp_path / "inbox"
+    agent = agents(config, "run")
+    wait_for(lambda: "synced 5 invoices" in agent.log(), message="the first sync", on_fail=agent.log)
+    for i in range(3):
+        write_pdf(inbox / f"new-{i}.pdf")
+    wait_for(lambda: len(list((inbox / "done").glob("*.pdf"))) == 3, message="3 files uploaded", on_fail=agent.log)
+    uploaded = time.monotonic()
+    wait_for(lambda: len(list(outbox.glob("*.json"))) == 8, timeout=60, message="the uploads in the outbox",
+             on_fail=agent.log)
+    assert time.monotonic() - uploaded < 60
+    docs = assert_outbox_complete(outbox, sandbox)  # every invoice, with exactly Qonto's bytes
+    mirrored = {doc["supplier_invoice"]["file_name"]: doc for doc in docs.values()}
+    for i in range(3):
+        assert sha256(outbox / mirrored[f"new-{i}.pdf"]["file"]) == sha256(inbox / "done" / f"new-{i}.pdf")

@@ -84,6 +84,11 @@ class RateLimited(TransientError):
         self.retry_after = retry_after
 
 
+class KeyWindowPassed(TransientError):
+    """A resend would leave after Qonto may have forgotten the idempotency key of an earlier attempt
+    (a long outage, a paused process): look for the invoice that attempt may have made first."""
+
+
 class NeedsPerson(QontoError):
     """Qonto refused us in a way only a person can fix (credentials, permissions, a wrong address).
 

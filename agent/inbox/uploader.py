@@ -11,11 +11,10 @@ import errno
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.base import beneath
-from agent.base.errors import (CredentialsError, HTMLAnswerError, PermissionDenied, QontoError,
+from agent.base.errors import (CredentialsError, HTMLAnswerError, KeyWindowPassed, PermissionDenied, QontoError,
                                RequestRejected)
 from agent.base.fingerprint import idempotency_key, sha256_stream
 from agent.base.times import iso
@@ -24,16 +23,15 @@ from agent.inbox.filing import Claim, Filing
 from agent.inbox.hold import Hold
 from agent.inbox.prepare import Back, Prepared, prepare
 from agent.inbox.reasons import Refusal
+from agent.inbox.reconcile import Reconciler
 from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Refused
 from agent.inbox.trouble import FolderTrouble
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import QontoClient
-from agent.state.ledger import AttemptOutcome, Ledger, Upload, UploadOutcome
+from agent.state.ledger import AttemptOutcome, Ledger
 
 log = logging.getLogger(__name__)
-
-RECONCILE_MARGIN_SECONDS = 300.0  # look for invoices created this long around an unanswered attempt
 
 
 @dataclass
@@ -56,6 +54,7 @@ class Uploader:
         self.rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
         self._take_attempts: dict[Path, int] = {}  # files that could not be claimed, and how often
         self.trouble = FolderTrouble()  # done/ or error/ refusing every write pauses uploads
+        self.reconciler = Reconciler(client, ledger, filing.own, config.qonto.idempotency_window_seconds)
 
     # --- the two entry points -------------------------------------------------------------------
 
@@ -124,59 +123,42 @@ class Uploader:
     # --- duplicates and reconciliation ------------------------------------------------------------
 
     def _settled_before(self, item: Prepared, force: bool, outcome: Outcome) -> bool:
-        """True when this content is already an invoice (the file is then filed as done)."""
-        known = self.ledger.lookup(item.sha256)
-        if known is None or force:
+        """True when this file is not to be sent now: its content is already an invoice (the file is
+        then filed as done), or whether it is cannot be known yet (the file then waits)."""
+        if force:
             return False
-        invoice_id = known.invoice_id if known.outcome is UploadOutcome.UPLOADED else None
-        if known.outcome is UploadOutcome.SENDING and self._key_expired(known):
-            invoice_id = self._reconcile(known, item)
-        if not invoice_id:
-            return False
-        when = datetime.fromtimestamp(known.finished_at or time.time(), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        if self._file_sent(item, outcome):
-            log.info("%s: already uploaded as invoice %s on %s; filed in done/ without sending it again "
-                     "(use `qonto-agent upload --force FILE` to send it anyway)", item.claim.name, invoice_id, when)
-            outcome.duplicates.append((item.claim.name, invoice_id))
-        return True
-
-    def _key_expired(self, known: Upload) -> bool:
-        window = self.config.qonto.idempotency_window_seconds
-        return time.time() - (known.last_attempt_at or 0) > window * 0.8
-
-    def _reconcile(self, known: Upload, item: Prepared) -> str | None:
-        """An attempt never answered and Qonto has forgotten its key: find the invoice it may have made.
-
-        Adopt an invoice created around the attempt with the same file name and size, so a resend
-        does not create a twin. Returns its id, recorded as uploaded, or None to send again.
-        """
-        start = (known.first_attempt_at or known.last_attempt_at or time.time()) - RECONCILE_MARGIN_SECONDS
-        end = (known.last_attempt_at or time.time()) + RECONCILE_MARGIN_SECONDS
         try:
-            for invoice in self.client.iter_supplier_invoices(created_from=iso(start), created_to=iso(end)):
-                if invoice.get("file_name") != item.claim.label or self.ledger.by_invoice(invoice["id"]):
-                    continue
-                attachment_id = invoice.get("attachment_id")
-                if attachment_id and str(self.client.get_attachment(attachment_id).get("file_size")) != str(item.size):
-                    continue
-                log.info("%s: an earlier attempt without an answer had created invoice %s; adopting it",
-                         item.claim.name, invoice["id"])
-                self.ledger.record_uploaded(item.sha256, invoice["id"])
-                return invoice["id"]
+            known = self.reconciler.already(item)
         except QontoError as exc:
-            log.warning("%s: could not check whether an unanswered attempt created an invoice (%s); "
-                        "sending it again", item.claim.name, exc)
-        return None
+            outcome.retry.append(self._release(item, f"waiting to retry: could not check whether an earlier "
+                                                     f"attempt reached Qonto ({exc})"))
+            return True
+        if known is None:
+            return False
+        if self._file_sent(item, outcome):
+            log.info("%s: %s; filed in done/ without sending it again (use `qonto-agent upload --force FILE` to "
+                     "send it anyway)", item.claim.name, known.words)
+            outcome.duplicates.append((item.claim.name, known.invoice_id))
+        return True
 
     # --- sending --------------------------------------------------------------------------------
 
     def _upload(self, items: list[Prepared], outcome: Outcome) -> None:
         for item in items:
             self.ledger.begin_attempt(item.sha256, item.key, item.claim.label, item.size, item.claim.dropped_at)
+        # Qonto's idempotency-key window started with the first attempt of each item.
+        first = min(self.ledger.lookup(item.sha256).first_attempt_at or time.time() for item in items)
         uploads = [UploadItem(item.claim.path, item.key, item.claim.label, item.kind.content_type, item.snapshot)
                    for item in items]
         try:
-            results = self.client.upload_bulk(uploads)
+            results = self.client.upload_bulk(uploads, resend_until=first + self.reconciler.key_margin)
+        except KeyWindowPassed:  # a long outage or a paused process: look before sending again
+            for item in items:
+                self.ledger.finish_attempt(item.sha256, AttemptOutcome.FAILED, "key window")
+            again = [item for item in items if not self._settled_before(item, False, outcome)]
+            if again:
+                self._upload(again, outcome)
+            return
         except (CredentialsError, PermissionDenied, HTMLAnswerError) as exc:
             for item in items:
                 self.ledger.finish_attempt(item.sha256, AttemptOutcome.FAILED, exc.__class__.__name__)

@@ -8,7 +8,9 @@ Three parts, each knowing as little as it can (the vdirsyncer way):
 - `sync`: the loop. It knows the client's interface, not HTTP: list the window `[cursor - overlap,
   now]`, hand each changed invoice to a small thread pool that downloads its attachment (URLs
   expire after 30 minutes, so they are fetched right before use) and writes its JSON, then save the
-  cursor only if every invoice of the window made it.
+  cursor only if every invoice of the window made it. Invoices the agent uploaded lately that the
+  window missed (Qonto's analysis moved them past its end) are fetched by id, so an upload shows
+  in the outbox at the sync that follows it.
 
 Crash safety comes from the order of operations: attachment file → JSON → ledger entry → (end of
 window) CSV → cursor. Killed anywhere, the next sync re-lists the same window, skips what the
@@ -28,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from agent.base.errors import (AgentError, ConfigError, CredentialsError, FolderError, HTMLAnswerError,
-                               PermissionDenied)
+                               PermissionDenied, RequestRejected)
 from agent.base.files import ProcessLock
 from agent.base.fingerprint import sha256_file
 from agent.base.times import iso, rfc3339_ms as rfc3339
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=5)  # re-list a little of the last window: clock skew, inclusive bounds
 MAX_LISTINGS = 3  # passes over one window when the list changes under our feet while paging
+RECENT_UPLOADS_SECONDS = 86400.0  # uploads this recent that the listing missed are fetched by id
 # Errors that make every further request pointless: stop the sync at once (a FolderError is a ConfigError).
 FATAL = (CredentialsError, PermissionDenied, HTMLAnswerError, ConfigError)
 
@@ -154,6 +157,7 @@ class _Sync:
                     break
                 log.info("the invoice list changed while it was being read: reading the window again "
                          "so that no invoice is missed")
+            self._uploaded_since(seen)
         except (KeyboardInterrupt, SystemExit):
             self.abort.set()  # skip what is queued rather than make the person wait for it
             raise
@@ -219,6 +223,18 @@ class _Sync:
         if self._stopping():
             return True
         return len(set(totals)) <= 1 and len(pass_ids) >= (totals[-1] if totals else 0)
+
+    def _uploaded_since(self, seen: dict[str, Any]) -> None:
+        """Recent uploads the listing missed (the analysis moved their `updated_at` past this window), by id."""
+        for invoice_id in set(self.ledger.not_mirrored(time.time() - RECENT_UPLOADS_SECONDS)) - set(seen):
+            if self._stopping():
+                return
+            try:
+                invoice = self.client.get_supplier_invoice(invoice_id)
+            except RequestRejected:  # deleted in Qonto since: nothing to mirror
+                continue
+            seen[invoice_id] = invoice.get("updated_at")
+            self._handle(invoice_id, invoice)
 
     def _handle(self, invoice_id: str, invoice: dict) -> None:
         """Skip an invoice the outbox already has in this version, else queue it for the pool."""

@@ -8,6 +8,7 @@ Failures surface as the `agent.errors` hierarchy, whose messages never contain a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -39,7 +40,7 @@ from agent.qonto.listing import InvoiceList, Page
 from agent.qonto.multipart import bulk_body
 from agent.qonto.pause import CredentialsPause, LastRefusal, PersonPause
 from agent.qonto.ratelimit import RateLimiter
-from agent.qonto.transport import limited_session, network_errors, parse_retry_after, retry_policy
+from agent.qonto.transport import limited_session, network_errors, parse_retry_after, resend_deadline, retry_policy
 
 log = logging.getLogger("agent.qonto")
 
@@ -112,12 +113,14 @@ class QontoClient:
                                 action="reading the organization", scope="organization.read")
 
     def upload_bulk(
-        self, items: Sequence[UploadItem], *, source: str = "integration", meta: dict | None = None
+        self, items: Sequence[UploadItem], *, source: str = "integration", meta: dict | None = None,
+        resend_until: float | None = None,
     ) -> list[ItemResult]:
         """Upload up to 20 files in one request; one result per item, in the order of `items`.
 
         Qonto answers 200 with created invoices and per-item errors, mapped back to the items as
-        `bulk.map_results` says. "unknown" is safe to resend with the same key.
+        `bulk.map_results` says. "unknown" is safe to resend with the same key while Qonto still
+        knows it: no attempt leaves after `resend_until` (wall clock; KeyWindowPassed instead).
 
         Raises ValueError for more than 20 items or a repeated key, OSError if a file cannot be read.
         """
@@ -125,7 +128,8 @@ class QontoClient:
         if not items:
             return []
         body, content_type = bulk_body(items, source, meta)
-        with body:
+        window = resend_deadline(resend_until) if resend_until is not None else contextlib.nullcontext()
+        with body, window:
             answer = self._api("POST", "/v2/supplier_invoices/bulk", data=body,
                                headers={"Content-Type": content_type},
                                action="the invoice upload", scope="supplier_invoice.write")

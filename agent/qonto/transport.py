@@ -3,6 +3,7 @@ the rate limiter, and network failures that outlasted the retries turned into a 
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import math
 import time
@@ -14,10 +15,35 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from agent.base.errors import TransientError
+from agent.base.errors import KeyWindowPassed, TransientError
 from agent.qonto.ratelimit import RateLimiter
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# Wall-clock time after which no attempt of the current request may leave (see `resend_deadline`).
+_RESEND_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("resend_deadline", default=None)
+
+
+@contextmanager
+def resend_deadline(deadline: float) -> Iterator[None]:
+    """No attempt of the requests made inside leaves after `deadline` (wall clock, `time.time()`).
+
+    Checked right before each attempt, after any rate-limit or retry wait: wall-clock time also
+    counts the time a process spent stopped (SIGSTOP, a laptop lid) that a monotonic clock may not.
+    """
+    token = _RESEND_DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _RESEND_DEADLINE.reset(token)
+
+
+def _before_attempt(limiter: RateLimiter) -> None:
+    limiter.acquire()
+    deadline = _RESEND_DEADLINE.get()
+    if deadline is not None and time.time() > deadline:
+        raise KeyWindowPassed("the idempotency key of an earlier attempt may have expired at Qonto; "
+                              "checking whether that attempt created the invoice before sending again")
 
 
 def retry_policy(
@@ -75,7 +101,7 @@ class LimitedRetry(Retry):
 
     def sleep(self, response: Any = None) -> None:
         super().sleep(response)
-        self.limiter.acquire()
+        _before_attempt(self.limiter)
 
 
 class LimitedAdapter(HTTPAdapter):
@@ -86,7 +112,7 @@ class LimitedAdapter(HTTPAdapter):
         self._limiter = limiter
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        self._limiter.acquire()
+        _before_attempt(self._limiter)
         return super().send(request, *args, **kwargs)
 
 

@@ -18,55 +18,8 @@ from typing import Any, Iterable, Iterator
 from contextlib import contextmanager
 
 from agent.state.dbfile import BUSY_TIMEOUT_SECONDS, adopt, check_same_file, folder_error, identity, translated
+from agent.state.schema import SCHEMA, migrations
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    sha256          TEXT PRIMARY KEY,
-    idempotency_key TEXT NOT NULL,
-    file_name       TEXT NOT NULL,
-    size            INTEGER NOT NULL,
-    dropped_at      REAL,
-    outcome         TEXT NOT NULL,      -- sending | uploaded | rejected
-    invoice_id      TEXT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    first_attempt_at REAL,
-    last_attempt_at REAL,
-    finished_at     REAL,
-    errors          TEXT,               -- JSON list of {code, detail}
-    hint            TEXT
-);
-CREATE INDEX IF NOT EXISTS uploads_invoice ON uploads(invoice_id);
-CREATE INDEX IF NOT EXISTS uploads_finished ON uploads(outcome, finished_at);
-CREATE TABLE IF NOT EXISTS attempts (
-    sha256     TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    outcome    TEXT,                    -- created | rejected | unknown | failed; NULL while in flight
-    reason     TEXT                     -- why it failed (ledgers before 2026-12 kept "failed: <why>" in outcome)
-);
-CREATE TABLE IF NOT EXISTS pending (
-    file   TEXT PRIMARY KEY,
-    since  REAL NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sightings (
-    file       TEXT PRIMARY KEY,        -- relative to the inbox
-    inode      INTEGER NOT NULL,
-    first_seen REAL NOT NULL            -- wall clock: when an unfinished file was first seen
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mirror (
-    invoice_id        TEXT PRIMARY KEY,
-    stem              TEXT NOT NULL,
-    updated_at        TEXT,
-    attachment_id     TEXT,
-    attachment_sha256 TEXT,
-    file              TEXT,
-    row               TEXT NOT NULL      -- JSON of the invoices.csv row
-);
-"""
 
 
 class UploadOutcome(enum.StrEnum):
@@ -182,7 +135,10 @@ class Ledger:
                 self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
                 with self._lock:
                     self._db.executescript(SCHEMA)  # runs its own transaction
-                    self._migrate()
+                    if steps := migrations(self._db):
+                        with self._tx() as db:
+                            for sql in steps:
+                                db.execute(sql)
             except BaseException:
                 self._db.close()
                 raise
@@ -192,17 +148,6 @@ class Ledger:
         """Raise LedgerError when the ledger file was deleted or replaced since it was opened:
         what this process writes from now on would go nowhere another command could read."""
         check_same_file(self.path, self._identity)
-
-    def _migrate(self) -> None:
-        """Ledgers written before attempts had a `reason` column get it; their "failed: <why>"
-        outcomes are split into outcome 'failed' and the reason. Other tables are unchanged."""
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(attempts)")}
-        if "reason" in columns:
-            return
-        with self._tx() as db:
-            db.execute("ALTER TABLE attempts ADD COLUMN reason TEXT")
-            db.execute("UPDATE attempts SET outcome = 'failed', reason = NULLIF(TRIM(SUBSTR(outcome, 8)), '') "
-                       "WHERE outcome LIKE 'failed:%'")
 
     def close(self) -> None:
         with self._lock:
@@ -261,6 +206,11 @@ class Ledger:
             )
             db.execute("INSERT INTO attempts (sha256, started_at) VALUES (?, ?)", (sha256, now))
 
+    def restart_window(self, sha256: str) -> None:
+        """No earlier attempt made an invoice: Qonto's key window is counted from the next attempt."""
+        with self._tx() as db:
+            db.execute("UPDATE uploads SET first_attempt_at=NULL WHERE sha256=?", (sha256,))
+
     def finish_attempt(self, sha256: str, outcome: AttemptOutcome, reason: str | None = None) -> None:
         """Note how the last attempt ended when it did not settle the content (unknown, failed)."""
         with self._tx() as db:
@@ -298,6 +248,26 @@ class Ledger:
                 (sha256 or f"local:{file_name}:{now}", key or "", file_name, size, UploadOutcome.REJECTED, now,
                  json.dumps(errors), hint),
             )
+
+    def record_found(self, sha256: str, key: str, file_name: str, size: int, dropped_at: float | None,
+                     invoice_id: str) -> None:
+        """Content found in Qonto without sending it (the mirror holds it): uploaded, by no attempt."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO uploads (sha256, idempotency_key, file_name, size, dropped_at, outcome, invoice_id,
+                                        finished_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(sha256) DO UPDATE SET outcome=excluded.outcome, invoice_id=excluded.invoice_id,
+                       finished_at=excluded.finished_at, errors=NULL, hint=NULL""",
+                (sha256, key, file_name, size, dropped_at, UploadOutcome.UPLOADED, invoice_id, now),
+            )
+
+    def not_mirrored(self, since: float, limit: int = 500) -> list[str]:
+        """Invoices uploaded since `since` (wall clock) that the outbox does not hold yet."""
+        return [r[0] for r in self._query(
+            "SELECT invoice_id FROM uploads WHERE outcome=? AND finished_at>=? AND invoice_id NOT IN "
+            "(SELECT invoice_id FROM mirror) ORDER BY finished_at DESC LIMIT ?", (UploadOutcome.UPLOADED, since, limit))]
 
     def recent(self, outcome: UploadOutcome, limit: int = 10) -> list[Upload]:
         rows = self._query("SELECT * FROM uploads WHERE outcome=? ORDER BY finished_at DESC LIMIT ?",
@@ -376,6 +346,11 @@ class Ledger:
 
     def mirror_entry(self, invoice_id: str) -> MirrorEntry | None:
         rows = self._query("SELECT * FROM mirror WHERE invoice_id=?", (invoice_id,))
+        return _mirror(rows[0]) if rows else None
+
+    def mirror_with_content(self, sha256: str) -> MirrorEntry | None:
+        """An invoice whose attachment, as last synced, has exactly these bytes."""
+        rows = self._query("SELECT * FROM mirror WHERE attachment_sha256=? ORDER BY invoice_id LIMIT 1", (sha256,))
         return _mirror(rows[0]) if rows else None
 
     def mirror_entries(self) -> list[MirrorEntry]:
