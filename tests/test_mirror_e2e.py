@@ -13,6 +13,17 @@ from support import AgentProcess, make_config, run_agent, wait_for, write_pdf
 from test_mirror import assert_outbox_complete, settle, sha256, storage_downloads
 
 
+def assert_newer_fields_compared(docs: dict[str, dict]) -> None:
+    """`assert_outbox_complete` compares each mirrored invoice with the sandbox's, whole: make sure
+    Qonto's newer fields were among what it compared, nested arrays and objects included."""
+    invoices = [doc["supplier_invoice"] for doc in docs.values()]
+    assert all(isinstance(i["source"], str) and i["source_type"] in ("direct_upload", "e_invoicing", "email")
+               for i in invoices)
+    for name in ("is_einvoice", "matched_transactions", "related_invoices", "einvoicing_lifecycle_events",
+                 "suggested_transactions", "approval_workflow", "payable_amount", "total_amount_credit_notes"):
+        assert any(i[name] for i in invoices), f"no mirrored invoice has {name}: nothing was compared"
+
+
 def test_sync_mirrors_updates_and_stays_quiet(tmp_path: Path, sandbox: Sandbox) -> None:
     sandbox.seed(250, without_attachment=0.1)
     config = make_config(tmp_path, sandbox)
@@ -22,7 +33,7 @@ def test_sync_mirrors_updates_and_stays_quiet(tmp_path: Path, sandbox: Sandbox) 
     assert first.returncode == 0, first.stderr
     assert "synced 250 invoices (250 written" in first.stderr
     assert "sandbox-secret-key" not in first.stderr + first.stdout
-    assert_outbox_complete(outbox, sandbox)
+    assert_newer_fields_compared(assert_outbox_complete(outbox, sandbox))
 
     before = {p.name: p.read_bytes() for p in outbox.iterdir()}
     sandbox.reset_log()
@@ -101,3 +112,23 @@ def test_files_uploaded_by_run_appear_in_the_outbox_within_a_minute(tmp_path: Pa
     mirrored = {doc["supplier_invoice"]["file_name"]: doc for doc in docs.values()}
     for i in range(3):
         assert sha256(outbox / mirrored[f"new-{i}.pdf"]["file"]) == sha256(inbox / "done" / f"new-{i}.pdf")
+
+
+def test_uploaded_invoices_reach_the_outbox_as_qonto_describes_them(tmp_path: Path, sandbox: Sandbox) -> None:
+    sandbox.seed(30)
+    config = make_config(tmp_path, sandbox)
+    names = [write_pdf(tmp_path / "inbox" / f"scan-{n}.pdf").name for n in range(3)]
+    uploaded = run_agent(config, "upload")
+    assert uploaded.returncode == 0, uploaded.stderr
+    wait_for(lambda: all(invoice["analyzed_at"] for invoice in sandbox.invoices()), timeout=10, message="the analysis")
+    settle(sandbox)
+    synced = run_agent(config, "sync")
+    assert synced.returncode == 0, synced.stderr
+    docs = assert_outbox_complete(tmp_path / "outbox", sandbox)
+    mine = sorted((doc for doc in docs.values() if doc["source_file"]), key=lambda doc: doc["source_file"]["name"])
+    assert [doc["source_file"]["name"] for doc in mine] == names
+    for doc in mine:
+        invoice = doc["supplier_invoice"]
+        assert (invoice["source_type"], invoice["source"], invoice["is_einvoice"]) == ("direct_upload", "integration", False)
+        assert invoice["payable_amount"] == invoice["total_amount"] and invoice["available_actions"]["edit"]
+    assert_newer_fields_compared(docs)

@@ -624,7 +624,8 @@ def test_command_serves_until_sigterm() -> None:
         "p = argparse.ArgumentParser(); command.add_arguments(p)\n"
         "command.serve(p.parse_args(sys.argv[1:]))\n"
     )
-    argv = [sys.executable, "-c", code, "--port", "0", "--seed-invoices", "3", "--login", "me", "--secret-key", "s3"]
+    argv = [sys.executable, "-c", code, "--port", "0", "--seed-invoices", "3", "--login", "me", "--secret-key", "s3",
+            "--deny-scope", "attachment.read"]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         banner = list(iter(proc.stdout.readline, "Press Ctrl+C to stop.\n"))
@@ -633,6 +634,11 @@ def test_command_serves_until_sigterm() -> None:
         assert f'base_url = "{base_url}"\n' in banner and 'login = "me"\n' in banner and 'secret_key = "s3"\n' in banner
         answer = requests.get(f"{base_url}/v2/supplier_invoices?per_page=100", headers={"Authorization": "me:s3"})
         assert answer.json()["meta"]["total_count"] == 3
+        attachment_id = answer.json()["supplier_invoices"][0]["attachment_id"]
+        refused = requests.get(f"{base_url}/v2/attachments/{attachment_id}", headers={"Authorization": "me:s3"})
+        assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "forbidden"
+        assert f"What it received: {base_url}/_sandbox/requests and {base_url}/_sandbox/counts\n" in banner
+        assert requests.get(f"{base_url}/_sandbox/counts").json()["total"] == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

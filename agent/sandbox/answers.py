@@ -19,7 +19,9 @@ HTML_PAGE = (
 
 @dataclass
 class Request:
-    """A request as read off the wire; bulk uploads annotate `items` and `idempotency_keys`."""
+    """A request as read off the wire. Routing names its `endpoint` (a route template such as
+    `/v2/supplier_invoices/{id}`) and the query parameters it `ignored`; bulk uploads annotate
+    `items` and `idempotency_keys`."""
 
     method: str
     path: str
@@ -29,6 +31,8 @@ class Request:
     trace_id: str
     items: int = 0
     idempotency_keys: tuple[str, ...] = ()
+    endpoint: str | None = None
+    ignored: tuple[str, ...] = ()
 
     @property
     def origin(self) -> str:

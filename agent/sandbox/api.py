@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from agent.qonto.limits import MAX_FILE_BYTES, MAX_ITEMS, MAX_REQUEST_BYTES
@@ -28,7 +29,7 @@ from agent.sandbox.answers import (
 )
 from agent.sandbox.multipart import FilePart, group_items, item_key, parse_multipart
 from agent.sandbox.settings import SandboxSettings
-from agent.sandbox.listing import BadParameter, parse_list_query
+from agent.sandbox.listing import PARAMETERS as LIST_PARAMETERS, BadParameter, parse_list_query
 from agent.sandbox.store import Item, Store
 
 REFRESH_GRACE_SECONDS = 60.0
@@ -46,7 +47,25 @@ def _sniff(data: bytes) -> str | None:
     return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
 
 
-Route = Callable[[Request, "re.Match[str]"], Response]
+Handler = Callable[[Request, "re.Match[str]"], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: its method and path template (`{id}` matches one path segment), who answers,
+    the OAuth scope it needs (as the agent's client names it in its 403 hints) and the query
+    parameters it reads."""
+
+    method: str
+    template: str
+    handler: Handler
+    scope: str | None = None
+    parameters: frozenset[str] = frozenset()
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pattern = re.escape(self.template).replace(r"\{id\}", r"(?P<id>[^/]+)")
+        object.__setattr__(self, "pattern", re.compile(pattern))
 
 
 class Api:
@@ -64,15 +83,15 @@ class Api:
         self._issued_tokens: dict[str, float] = {}  # access token → expiry (time.monotonic())
         first_refresh = time.monotonic() + REFRESH_TOKEN_TTL_SECONDS
         self._refresh_tokens: dict[str, float] = {settings.refresh_token: first_refresh}
-        self.routes: tuple[tuple[str, re.Pattern[str], Route], ...] = (
-            ("POST", re.compile(r"/oauth2/token"), self._token),
-            ("GET", re.compile(r"/v2/organization"), self._organization),
-            ("POST", re.compile(r"/v2/supplier_invoices/bulk"), self._bulk_upload),
-            ("GET", re.compile(r"/v2/supplier_invoices"), self._list_invoices),
-            ("GET", re.compile(r"/v2/supplier_invoices/(?P<id>[^/]+)"), self._get_invoice),
-            ("GET", re.compile(r"/v2/attachments/(?P<id>[^/]+)"), self._get_attachment),
-            ("GET", re.compile(r"/_storage/(?P<id>[^/]+)"), self._download),
-            ("GET", re.compile(r"/login"), self._login_page),
+        self.routes: tuple[Route, ...] = (
+            Route("POST", "/oauth2/token", self._token),
+            Route("GET", "/v2/organization", self._organization, "organization.read"),
+            Route("POST", "/v2/supplier_invoices/bulk", self._bulk_upload, "supplier_invoice.write"),
+            Route("GET", "/v2/supplier_invoices", self._list_invoices, "supplier_invoice.read", LIST_PARAMETERS),
+            Route("GET", "/v2/supplier_invoices/{id}", self._get_invoice, "supplier_invoice.read"),
+            Route("GET", "/v2/attachments/{id}", self._get_attachment, "attachment.read"),
+            Route("GET", "/_storage/{id}", self._download, None, frozenset({"expires", "signature"})),
+            Route("GET", "/login", self._login_page),
         )
 
     def authenticate(self, req: Request) -> Response | None:
@@ -90,6 +109,13 @@ class Api:
         if hmac.compare_digest(header.encode(), f"{self.settings.login}:{self.settings.secret_key}".encode()):
             return None
         return api_error(req, 401, "unauthorized", "Invalid login or secret key")
+
+    def permit(self, req: Request, route: Route) -> Response | None:
+        """None when the credentials hold the route's scope, else Qonto's 403 `forbidden`."""
+        if route.scope is None or route.scope not in set(self.settings.denied_scopes):
+            return None
+        detail = f"The credentials are not allowed to do this: they lack the {route.scope} scope"
+        return api_error(req, 403, "forbidden", detail)
 
     def _token(self, req: Request, match: re.Match[str]) -> Response:
         """`POST /oauth2/token`, grant_type=refresh_token only; refresh tokens rotate."""
@@ -110,12 +136,13 @@ class Api:
             access, refresh = f"sandbox-at-{uuid.uuid4().hex}", f"sandbox-rt-{uuid.uuid4().hex}"
             self._issued_tokens[access] = now + ttl
             self._refresh_tokens[refresh] = now + REFRESH_TOKEN_TTL_SECONDS
+        denied = set(self.settings.denied_scopes)
         payload = {
             "access_token": access,
             "refresh_token": refresh,
             "expires_in": int(ttl) if float(ttl).is_integer() else ttl,
             "token_type": "bearer",
-            "scope": OAUTH_SCOPE,
+            "scope": " ".join(scope for scope in OAUTH_SCOPE.split() if scope not in denied),
         }
         return json_answer(200, payload, {"Cache-Control": "no-store"})
 

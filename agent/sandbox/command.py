@@ -15,6 +15,8 @@ from agent.base.errors import ConfigError
 if TYPE_CHECKING:
     from agent.sandbox.server import Sandbox
 
+REQUEST_LOG_LIMIT = 10_000  # a sandbox serving for days keeps the latest requests, not all
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `sandbox` subcommand's options to `parser`."""
@@ -36,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--login", default="sandbox-org", help="API key login to accept (default: sandbox-org)")
     parser.add_argument("--secret-key", default="sandbox-secret-key", help="API key secret to accept")
     parser.add_argument("--staging-token", default=None, help="require this X-Qonto-Staging-Token header")
+    parser.add_argument("--deny-scope", action="append", default=[], metavar="SCOPE",
+                        help="answer 403 forbidden where this OAuth scope is needed (repeatable)")
 
 
 def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
@@ -53,6 +57,8 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         key_window_seconds=args.key_window,
         analysis_delay_seconds=args.analysis_delay,
         url_ttl_seconds=args.url_ttl,
+        denied_scopes=frozenset(args.deny_scope),
+        request_log_limit=REQUEST_LOG_LIMIT,
         faults=Faults(latency_seconds=args.latency, error_rate=share, rate_limit_rate=share, drop_rate=share),
     )
 
@@ -96,6 +102,8 @@ def _banner(sandbox: Sandbox) -> str:
         "",
         f"OAuth instead: token_url = \"{sandbox.base_url}/oauth2/token\", client_id = \"{sandbox.client_id}\",",
         f"client_secret = \"{sandbox.client_secret}\", refresh_token = \"{sandbox.refresh_token}\".",
+        "",
+        f"What it received: {sandbox.base_url}/_sandbox/requests and {sandbox.base_url}/_sandbox/counts",
         "",
         "Press Ctrl+C to stop.",
     ]

@@ -5,12 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from agent.qonto.limits import PER_PAGE
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
-_SORTABLE = ("created_at", "updated_at")
 _TIMESTAMP_FILTERS = ("updated_at", "created_at")
+# The reference's sort fields, and `updated_at` that Qonto's sync guide sorts by.
+SORTABLE = ("created_at", "updated_at", "file_name", "supplier_name", "payment_date", "due_date", "scheduled_date",
+            "total_amount")
+# What the list endpoint reads; anything else in the query is ignored (the request log shows it).
+PARAMETERS = frozenset(
+    [f"filter[{name}_{end}]" for name in _TIMESTAMP_FILTERS for end in ("from", "to")]
+    + ["filter[status]", "filter[status][]", "sort_by", "page", "per_page"]
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,6 @@ def parse_rfc3339(text: str) -> datetime:
     return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
 
 
-
 def parse_list_query(query: dict[str, list[str]], *, sortable_updated_at: bool) -> ListQuery:
     """Read the list endpoint's query parameters; raise BadParameter on a bad one."""
     bounds = []
@@ -66,9 +74,20 @@ def _timestamp_parameter(query: dict[str, list[str]], parameter: str) -> datetim
         raise BadParameter(parameter, str(exc)) from None
 
 
+def sort_key(invoice: dict[str, Any], sort_field: str) -> tuple[int, Any]:
+    """An invoice's place in a sort by `sort_field`: amounts by value, times as instants, dates and
+    names as text. A null sorts after every value (first when descending), as PostgreSQL orders it."""
+    value = invoice.get(sort_field)
+    if sort_field == "total_amount":
+        value = Decimal(value["value"]) if value and value.get("value") is not None else None
+    elif sort_field in _TIMESTAMP_FILTERS:
+        value = parse_rfc3339(value)
+    return (1, 0) if value is None else (0, value)
+
+
 def _parse_sort(value: str, sortable_updated_at: bool) -> tuple[str, bool]:
     sort_field, _, direction = value.partition(":")
-    allowed = _SORTABLE if sortable_updated_at else ("created_at",)
+    allowed = SORTABLE if sortable_updated_at else tuple(name for name in SORTABLE if name != "updated_at")
     if sort_field not in allowed or direction not in ("asc", "desc"):
         choices = ", ".join(f"{name}:asc|desc" for name in allowed)
         raise BadParameter("sort_by", f"sort_by {value!r} is not supported; use one of {choices}")

@@ -15,15 +15,23 @@ Qonto API facts, qonto-api.md) over real HTTP, with Qonto's quirks reproduced on
 - Invoices are "analysed" `analysis_delay_seconds` after creation: supplier, number, amount and
   dates get filled and `updated_at` moves. This happens lazily, at the start of every request and
   of every inspection call, so the sandbox needs no background thread.
-- `GET /v2/supplier_invoices` with filters, sorting and pagination (`per_page` defaults to 1 when
-  absent, as in some spec versions), and a switch to refuse sorting by `updated_at`.
+- Invoices shaped as Qonto's 2026 reference shows them (`source_type` `direct_upload`, `email` or
+  `e_invoicing`, `source` a string, `is_einvoice`, amounts, approvals, matched transactions,
+  credit notes and e-invoicing events as nested arrays and objects).
+- `GET /v2/supplier_invoices` with filters, the reference's sort fields plus `updated_at` (nulls
+  last ascending, first descending) and pagination (`per_page` defaults to 1 when absent, as in
+  some spec versions), and a switch to refuse sorting by `updated_at`. Other query parameters are
+  ignored, as the reference says nothing of them; the request log shows them.
+- `denied_scopes`: the endpoints needing one of these OAuth scopes answer 403 `forbidden`.
 - `GET /v2/attachments/{id}` hands out pre-signed storage URLs under `/_storage/` that expire,
   refuse an `Authorization` header and answer S3-like XML errors.
 - Fault injection (`Faults`): latency, 500, 429 with `Retry-After`, dropped connections, HTML 502
   pages and "commit then fail" (the work is done, the answer is lost).
 
-Everything is stdlib. The inspection methods (`invoices()`, `request_log()`, `count()`, ...) are
-thread-safe and return copies, so tests can look at what clients did. Example::
+Everything is stdlib. The inspection methods (`invoices()`, `request_log()`, `count()`,
+`counts()`, ...) are thread-safe and return copies, so tests can look at what clients did; the
+same view is served read-only at `GET /_sandbox/requests` and `GET /_sandbox/counts`, without
+any secret (see `log.py`). Example::
 
     with Sandbox(seed=1, analysis_delay_seconds=0.1) as sandbox:
         ids = sandbox.seed(5)
@@ -48,6 +56,7 @@ from agent.sandbox.http import Server
 from agent.sandbox.log import RequestLog, RequestRecord
 from agent.sandbox.settings import SandboxSettings
 from agent.sandbox.store import Store, to_ms
+from agent.sandbox.view import PREFIX as VIEW_PREFIX, view
 
 _SETTINGS = frozenset(settings_field.name for settings_field in dataclasses.fields(SandboxSettings))
 
@@ -64,7 +73,9 @@ class Sandbox:
     `html_mode`. With `seed`, generated ids, analysis results and fault draws are reproducible.
     `reject(filename, data)` may return a reason to refuse an item as `invalid`.
     `keep_files=False` keeps only the size and SHA-256 of uploaded files (downloads of their
-    attachments then answer 404 NoSuchKey); seeded files are always kept.
+    attachments then answer 404 NoSuchKey); seeded files are always kept. `denied_scopes`
+    (e.g. `{"attachment.read"}`) makes the endpoints needing those scopes answer 403 `forbidden`.
+    `request_log_limit` keeps only the latest records (the counts still cover everything).
     """
 
     settings: SandboxSettings
@@ -80,7 +91,7 @@ class Sandbox:
         self._faults = FaultDice(self.settings.seed)
         self._store = Store(random.Random(self.settings.seed))
         self._api = Api(self.settings, self._store)
-        self._log = RequestLog()
+        self._log = RequestLog(self.settings.request_log_limit)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -156,9 +167,10 @@ class Sandbox:
         self._analyse_due()
         return self._store.invoice(invoice_id)
 
-    def request_log(self) -> list[RequestRecord]:
-        """Every request received since the start (or the last `reset_log()`), oldest first."""
-        return self._log.records()
+    def request_log(self, since: int = 0) -> list[RequestRecord]:
+        """Every request received since the start (or the last `reset_log()`), oldest first; with
+        `since`, only those whose `seq` is greater."""
+        return self._log.records(since)
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -166,8 +178,14 @@ class Sandbox:
         return self.request_log()
 
     def reset_log(self) -> None:
-        """Forget the requests logged so far, so a test counts only what follows."""
+        """Forget the requests logged so far and their counts, so a test counts only what follows."""
         self._log.clear()
+
+    def counts(self) -> dict[str, int]:
+        """Requests per endpoint since the start or the last `reset_log()`, most frequent first:
+        {"GET /v2/supplier_invoices": 3, "GET /v2/attachments/{id}": 12, ...} (what
+        `GET /_sandbox/counts` shows)."""
+        return self._log.counts()
 
     def count(
         self, *, method: str | None = None, path_prefix: str | None = None, status: int | None = None
@@ -221,7 +239,12 @@ class Sandbox:
         self._store.analyse_due(self.settings.analysis_delay_seconds)
 
     def respond(self, req: Request) -> Response | None:
-        """The answer to a request, or None to drop the connection without answering (for the handler)."""
+        """The answer to a request, or None to drop the connection without answering (for the handler).
+
+        The request view answers before anything else: no latency, fault, staging token or HTML mode.
+        """
+        if req.path.startswith(VIEW_PREFIX):
+            return view(req, self._log)
         faults = self.settings.faults
         if faults.latency_seconds > 0:
             time.sleep(faults.latency_seconds)
@@ -248,20 +271,22 @@ class Sandbox:
         return hmac.compare_digest(given.encode(), staging_token.encode())
 
     def _route(self, req: Request) -> Response:
-        path_known = False
-        for method, pattern, handler in self._api.routes:
-            match = pattern.fullmatch(req.path)
-            if match is None:
-                continue
-            path_known = True
-            if method == req.method:
-                if req.path.startswith("/v2/") and (refusal := self._api.authenticate(req)) is not None:
-                    return refusal
-                return handler(req, match)
-        if path_known:
+        """The route's answer after authentication and the scope check; names the request's
+        endpoint and the query parameters it ignores, for the request log."""
+        candidates = [(route, match) for route in self._api.routes if (match := route.pattern.fullmatch(req.path))]
+        if not candidates:
+            return api_error(req, 404, "not_found", f"No route for {req.method} {req.path}")
+        route, match = next(((r, m) for r, m in candidates if r.method == req.method), candidates[0])
+        req.endpoint = route.template
+        if route.method != req.method:
             return api_error(req, 405, "method_not_allowed", f"{req.method} is not allowed on {req.path}")
-        return api_error(req, 404, "not_found", f"No route for {req.method} {req.path}")
+        req.ignored = tuple(sorted(set(req.query) - route.parameters))
+        if req.path.startswith("/v2/") and (refusal := self._api.authenticate(req) or self._api.permit(req, route)):
+            return refusal
+        return route.handler(req, match)
 
     def record(self, req: Request, status: int | None, started: float) -> None:
-        """Log a request just before its answer goes out (for the handler)."""
-        self._log.record(req, status, started)
+        """Log a request just before its answer goes out (for the handler); looking at the log
+        over HTTP is not itself logged."""
+        if not req.path.startswith(VIEW_PREFIX):
+            self._log.record(req, status, started)

@@ -34,6 +34,8 @@ class SandboxSettings:
     seed: int | None = None
     reject: Callable[[str, bytes], str | None] | None = None
     html_mode: bool = False
+    denied_scopes: Iterable[str] = ()  # OAuth scopes the credentials lack: their endpoints answer 403
+    request_log_limit: int | None = None  # keep only the latest N request records (read at start)
 
     def __post_init__(self) -> None:
         """`faults=None` means no faults, as `Sandbox(faults=None)` always has."""

@@ -8,27 +8,17 @@ import hashlib
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agent.samples import page_pdf
-from agent.sandbox.listing import ListQuery, parse_rfc3339
+from agent.sandbox import invoices as shapes
+from agent.sandbox.listing import ListQuery, parse_rfc3339, sort_key
 from agent.sandbox.multipart import FilePart
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-_SUPPLIERS = (
-    "Acme Fournitures SARL",
-    "Bureau Vallée",
-    "OVHcloud",
-    "Électricité de France",
-    "Papeterie Dupont & Fils",
-    "Transports Martin",
-    "Café Lumière",
-    "Müller Logistik GmbH",
-)
 _SEED_STATUSES = ("to_review", "to_review", "to_approve", "to_pay", "paid", "archived")
 # File names users really produce; the mirror must cope with every one of them.
 _ODD_NAMES = (
@@ -135,7 +125,7 @@ class Store:
     def new_id(self) -> str:
         """A UUID4 drawn from the sandbox's random generator (reproducible with a seed)."""
         with self.lock:
-            return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            return shapes.new_id(self._rng)
 
     # -- analysis ------------------------------------------------------------------------------
 
@@ -148,21 +138,8 @@ class Store:
                     break
                 del self._unanalysed[invoice_id]
                 invoice = self._invoices[invoice_id]
-                invoice.update(self._analysis(invoice["created_at"][:10]))
+                invoice.update(shapes.analysis(self._rng, invoice["created_at"][:10], einvoice=invoice["is_einvoice"]))
                 invoice["analyzed_at"] = invoice["updated_at"] = self._clock.next()
-
-    def _analysis(self, created_day: str) -> dict[str, Any]:
-        """What Qonto's analysis reads off an invoice: supplier, number, amount, dates."""
-        rng = self._rng
-        issued = date.fromisoformat(created_day) - timedelta(days=rng.randint(0, 20))
-        cents = rng.randint(500, 500_000)
-        return {
-            "supplier_name": rng.choice(_SUPPLIERS),
-            "invoice_number": f"F-{issued.year}-{rng.randint(1, 99999):05d}",
-            "total_amount": {"value": f"{cents // 100}.{cents % 100:02d}", "currency": "EUR"},
-            "issue_date": issued.isoformat(),
-            "due_date": (issued + timedelta(days=30)).isoformat(),
-        }
 
     # -- uploads -------------------------------------------------------------------------------
 
@@ -198,8 +175,9 @@ class Store:
         else:
             assert item.file is not None and item.content_type is not None
             attachment = self._store_attachment(item.file, item.content_type, now, keep_files)
-        invoice = self._new_invoice(attachment.file_name, attachment.id, now, source_type="api")
-        invoice.update(source=source, meta=copy.deepcopy(meta))
+        invoice = shapes.new_invoice(self.new_id(), self.organization_id, attachment.file_name, attachment.id, now,
+                                     source_type=shapes.DIRECT_UPLOAD, source=source or shapes.API_SOURCE)
+        invoice["meta"] = copy.deepcopy(meta)
         self._invoices[invoice["id"]] = invoice
         self._unanalysed[invoice["id"]] = time.monotonic()
         answer = copy.deepcopy(invoice)
@@ -220,35 +198,6 @@ class Store:
         self._attachments[attachment.id] = attachment
         return attachment
 
-    def _new_invoice(
-        self, file_name: str, attachment_id: str | None, now: str, *, source_type: str
-    ) -> dict[str, Any]:
-        """A fresh, not yet analysed invoice, shaped like Qonto's."""
-        return {
-            "id": self.new_id(),
-            "organization_id": self.organization_id,
-            "file_name": file_name,
-            "status": "to_review",
-            "supplier_name": None,
-            "invoice_number": None,
-            "description": None,
-            "total_amount": None,
-            "issue_date": None,
-            "due_date": None,
-            "payment_date": None,
-            "scheduled_date": None,
-            "iban": None,
-            "attachment_id": attachment_id,
-            "display_attachment_id": attachment_id,
-            "source_type": source_type,
-            "source": None,
-            "created_at": now,
-            "updated_at": now,
-            "analyzed_at": None,
-            "has_duplicates": False,
-            "meta": None,
-        }
-
     # -- seeding and editing -------------------------------------------------------------------
 
     def seed(self, n: int, *, without_attachment: float, start: datetime, end: datetime) -> list[str]:
@@ -267,7 +216,8 @@ class Store:
 
     def _seed_one(self, index: int, created_ms: int, updated_ms: int, without_attachment: float) -> str:
         created, updated = _format_ms(created_ms), _format_ms(updated_ms)
-        analysis = self._analysis(created[:10])
+        source_type, source = self._rng.choice(shapes.SEED_SOURCES)
+        analysis = shapes.analysis(self._rng, created[:10], einvoice=source_type == shapes.E_INVOICING)
         number, amount = analysis["invoice_number"], analysis["total_amount"]["value"]
         name = _ODD_NAMES[index // 7 % len(_ODD_NAMES)] if index % 7 == 6 else f"{number}.pdf"
         attachment_id = None
@@ -275,10 +225,10 @@ class Store:
             text = f"{analysis['supplier_name']} {number} {amount} EUR"
             pdf = _tiny_pdf(text, self._rng.randint(2_000, 30_000), self._rng)
             attachment_id = self._store_attachment(FilePart(name, pdf), "application/pdf", created, True).id
-        source_type = self._rng.choice(("api", "email", "app"))
-        invoice = self._new_invoice(name, attachment_id, created, source_type=source_type)
-        status = self._rng.choice(_SEED_STATUSES)
-        invoice.update(analysis, status=status, updated_at=updated, analyzed_at=updated)
+        invoice = shapes.new_invoice(self.new_id(), self.organization_id, name, attachment_id, created,
+                                     source_type=source_type, source=source)
+        invoice.update(analysis, status=self._rng.choice(_SEED_STATUSES), updated_at=updated, analyzed_at=updated)
+        invoice.update(shapes.history(self._rng, invoice, _EPOCH + timedelta(milliseconds=updated_ms), self.new_id))
         self._invoices[invoice["id"]] = invoice
         return invoice["id"]
 
@@ -286,8 +236,10 @@ class Store:
         """Set fields on an invoice and move its `updated_at` (unless given); raise KeyError if unknown."""
         with self.lock:
             invoice = self._invoices[invoice_id]
-            invoice.update({"updated_at": self._clock.next()}, **copy.deepcopy(fields))
+            derived = {"available_actions": shapes.available_actions(fields["status"])} if "status" in fields else {}
+            invoice.update({"updated_at": self._clock.next(), **derived}, **copy.deepcopy(fields))
             return copy.deepcopy(invoice)
+
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -321,7 +273,7 @@ class Store:
         """The invoices matching `query`, sorted; return (the requested page, total count)."""
         with self.lock:
             matching = [
-                (parse_rfc3339(invoice[query.sort_field]), position, invoice)
+                (sort_key(invoice, query.sort_field), position, invoice)
                 for position, invoice in enumerate(self._invoices.values())
                 if self._matches(invoice, query)
             ]
