@@ -353,6 +353,20 @@ def test_analysis_fills_fields_and_moves_updated_at(make_sandbox: Callable[..., 
     assert invoice["created_at"] == created["created_at"] and invoice["status"] == "to_review"
 
 
+def test_an_analysis_finished_before_a_list_request_is_in_a_window_ending_before_it(
+        make_sandbox: Callable[..., Sandbox]) -> None:
+    """The analysis runs on its own at Qonto: it is stamped when it finished, not when a request
+    noticed it, so a client listing up to "now" sees an invoice analysed before it asked."""
+    sb = make_sandbox(analysis_delay_seconds=0.2)
+    created = upload(sb, ("k-window", "window.pdf"))["supplier_invoices"][0]
+    analysed_by = time.monotonic() + 0.5
+    wait_for(lambda: time.monotonic() > analysed_by, timeout=5, message="the analysis to be due")
+    window_end = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    listed = list_all(sb, **{"filter[updated_at_to]": window_end})
+    assert [invoice["id"] for invoice in listed] == [created["id"]]
+    assert listed[0]["analyzed_at"] and listed[0]["updated_at"] <= window_end
+
+
 # ---------------------------------------------------------------------------------------------
 # Listing
 

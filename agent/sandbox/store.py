@@ -94,9 +94,13 @@ class _Clock:
     def __init__(self) -> None:
         self._last_ms = 0
 
-    def next(self) -> str:
+    def next(self, at: float | None = None) -> str:
         """A distinct millisecond, never ahead of the wall clock, as a real server's would be: a
-        client that lists up to "now" must see every update made before it asked."""
+        client that lists up to "now" must see every update made before it asked. `at` (epoch
+        seconds, past) stamps an update that happened then, or as soon after it as is still free."""
+        if at is not None and int(at * 1000) > self._last_ms:
+            self._last_ms = int(at * 1000)
+            return _format_ms(self._last_ms)
         now_ms = int(time.time() * 1000)
         while now_ms <= self._last_ms:
             time.sleep(0.0005)
@@ -130,7 +134,9 @@ class Store:
     # -- analysis ------------------------------------------------------------------------------
 
     def analyse_due(self, delay: float) -> None:
-        """Analyse, in creation order, every invoice created at least `delay` seconds ago."""
+        """Analyse, in creation order, every invoice created at least `delay` seconds ago, stamped
+        when its analysis finished (not when a request noticed it): as at Qonto, where the analysis
+        runs on its own, a list up to "now" shows every invoice analysed before it was asked for."""
         with self.lock:
             now = time.monotonic()
             for invoice_id, created in list(self._unanalysed.items()):
@@ -139,7 +145,8 @@ class Store:
                 del self._unanalysed[invoice_id]
                 invoice = self._invoices[invoice_id]
                 invoice.update(shapes.analysis(self._rng, invoice["created_at"][:10], einvoice=invoice["is_einvoice"]))
-                invoice["analyzed_at"] = invoice["updated_at"] = self._clock.next()
+                finished = time.time() - (now - created - delay)
+                invoice["analyzed_at"] = invoice["updated_at"] = self._clock.next(at=finished)
 
     # -- uploads -------------------------------------------------------------------------------
 
