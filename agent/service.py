@@ -25,6 +25,7 @@ from agent.base.errors import CredentialsError, FolderError, LedgerBusy, LedgerE
 from agent.base.verdict import Verdict
 from agent.config import Config
 from agent.inbox.filing import Filing
+from agent.inbox.trouble import LEDGER
 from agent.inbox.pipeline import Pipeline, Totals
 from agent.inbox.rules import Rules
 from agent.inbox.watcher import Watcher
@@ -177,24 +178,29 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                 result["end"] = RunEnd.WATCHER_DIED
                 stopping.set()
                 break
-            for path, event in watcher.drain():
-                pipeline.track(path, event)
             now = time.monotonic()
-            if now >= next_rescan:
-                pipeline.resume()
-                pipeline.scan()
-                next_rescan = now + config.inbox.rescan_seconds
-            wait = pipeline.tick()
-            if pipeline.totals.uploaded != uploaded:
-                uploaded = pipeline.totals.uploaded
-                sync.soon()
-                sidecars.clear_stale(config.inbox.path, ledger)
-            if now >= next_beat:
-                ledger.check_same_file()
-                ledger.beat(_heartbeat(watcher, client, pipeline.uploader.trouble.reason() or sync.trouble))
-                next_beat = now + HEARTBEAT_SECONDS
-            pipeline.publish_pending()
-            timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
+            timeout = HEARTBEAT_SECONDS
+            try:
+                for path, event in watcher.drain():
+                    pipeline.track(path, event)
+                if now >= next_rescan:
+                    next_rescan = now + config.inbox.rescan_seconds
+                    pipeline.resume()
+                    pipeline.scan()
+                wait = pipeline.tick()
+                if pipeline.totals.uploaded != uploaded:
+                    uploaded = pipeline.totals.uploaded
+                    sync.soon()
+                    sidecars.clear_stale(config.inbox.path, ledger)
+                if now >= next_beat:
+                    next_beat = now + HEARTBEAT_SECONDS
+                    if _beat(ledger, watcher, client, pipeline, sync):
+                        next_rescan = now  # the ledger's trouble is over: what waited is taken up at once
+                pipeline.publish_pending()
+                timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
+            except FolderError as exc:  # the ledger's disk is full: nothing is lost; the rescan catches up
+                pipeline.uploader.trouble.refused(LEDGER, exc)
+                next_rescan = min(next_rescan, now + HEARTBEAT_SECONDS)
             wake.wait(max(0.01, timeout))
             wake.clear()
     except LedgerError as exc:  # a sentence, not a traceback; the exit code tells the supervisor
@@ -206,21 +212,31 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         result["end"] = RunEnd.CRASHED
         stopping.set()
     finally:
-        watcher.stop()
-        pipeline.close()
-        filing.close()
-        if sync.is_alive():  # it stops at its next step (cancel=stopping); the ledger closes after
-            sync.join(SHUTDOWN_GRACE_SECONDS / 2)
-        if result.get("end") not in (RunEnd.LEDGER_BUSY, RunEnd.LEDGER_LOST):
+        _shut_down(watcher, pipeline, filing, sync, ledger, result.get("end"))
+
+
+def _shut_down(watcher: Watcher, pipeline: Pipeline, filing: Filing, sync: SyncSchedule, ledger: Ledger,
+               end: RunEnd | None) -> None:
+    """Stop watching, let the batches in flight file their files, give claims back, end the heartbeat."""
+    watcher.stop()
+    pipeline.close()
+    filing.close()
+    if sync.is_alive():  # it stops at its next step (cancel=stopping); the ledger closes after
+        sync.join(SHUTDOWN_GRACE_SECONDS / 2)
+    if end not in (RunEnd.LEDGER_BUSY, RunEnd.LEDGER_LOST):
+        with contextlib.suppress(FolderError):  # a full disk: `status` then sees the heartbeat age
             ledger.beat(None)
 
 
-def _heartbeat(watcher: Watcher, client: QontoClient, folder_trouble: str | None) -> Heartbeat:
-    """This process is alive, watches the inbox this way, and may be paused waiting for a person
-    (a folder's trouble lasts until it is fixed: it has no end to show)."""
+def _beat(ledger: Ledger, watcher: Watcher, client: QontoClient, pipeline: Pipeline, sync: SyncSchedule) -> bool:
+    """Write the heartbeat: this process is alive, watches the inbox this way, and may be paused
+    waiting for a person (a folder's trouble lasts until it is fixed: it has no end to show).
+    True when this write ended the ledger's trouble."""
+    ledger.check_same_file()
     pause = client.person_pause()
-    reason, until = (pause.reason, pause.until) if pause else (folder_trouble, None)
-    return Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why, paused=reason, paused_until=until)
+    reason, until = (pause.reason, pause.until) if pause else (pipeline.uploader.trouble.reason() or sync.trouble, None)
+    ledger.beat(Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why, paused=reason, paused_until=until))
+    return pipeline.uploader.trouble.worked(LEDGER)
 
 
 @contextlib.contextmanager

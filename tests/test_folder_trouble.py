@@ -21,6 +21,8 @@ def remount(point: Path, mode: str) -> None:
 
 
 def files_in(folder: Path) -> dict[str, bytes]:
+    if not folder.is_dir():
+        return {}
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
 
 

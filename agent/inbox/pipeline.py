@@ -28,6 +28,7 @@ from agent.state.ledger import Ledger, Pending
 
 log = logging.getLogger(__name__)
 
+PAUSED = "paused: "  # how the reason of a file held by a pause begins
 UPLOADS_IN_FLIGHT = 2  # one batch's round trip overlaps the next one's, within Qonto's rate limits
 
 
@@ -66,6 +67,7 @@ class Pipeline:
         self.totals = Totals()
         self.forced: set[Path] = set()
         self._pause_until = 0.0
+        self._pause_held = False  # files are held by a pause: lifted when it ends
         self._pending_written: list[tuple[str, str]] | None = None
         self._wake = wake
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload")
@@ -138,8 +140,11 @@ class Pipeline:
         paused = self.paused()
         if ready and paused:
             for item in ready:
-                self.settler.hold(Hold(item.path, paused[1], f"paused: {paused[0]}", item.dropped_at))
-            ready = []
+                self.settler.hold(Hold(item.path, paused[1], f"{PAUSED}{paused[0]}", item.dropped_at))
+            ready, self._pause_held = [], True
+        elif self._pause_held and not paused:
+            self.settler.lift(PAUSED)  # the pause is over: what it held is taken up now, not at its next look
+            self._pause_held = False
         self.batcher.add(ready)
         for batch in self.batcher.take(flush=flush):
             force = any(item.path in self.forced for item in batch)

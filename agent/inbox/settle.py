@@ -119,6 +119,12 @@ class Settler:
         if hold.first_seen is not None:
             seen.first_seen = min(seen.first_seen, hold.first_seen)
 
+    def lift(self, prefix: str) -> None:
+        """End the holds whose reason begins with `prefix` (a pause that is over)."""
+        for seen in self.files.values():
+            if seen.hold_until and seen.hold_reason.startswith(prefix):
+                seen.hold_until = 0.0
+
     def poll(self) -> tuple[list[Ready], list[Refused]]:
         """Look at every tracked file that is due; return those now ready and those refused."""
         ready: list[Ready] = []

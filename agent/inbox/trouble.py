@@ -1,7 +1,7 @@
-"""Folder-wide trouble: done/ or error/ refusing every write (read-only, full, no permission) is
-no single file's fault, so uploads pause until filing works again, instead of sending files that
-could not be filed. The reason is what `status` shows; a retry is due after a pause that doubles
-while the trouble lasts, and the first filing that works ends it."""
+"""Folder-wide trouble: done/, error/ or the ledger refusing every write (read-only, full, no
+permission) is no single file's fault, so uploads pause until writing works again, instead of
+sending files that could not be filed or recorded. The reason is what `status` shows; a retry is
+due after a pause that doubles while the trouble lasts, and the first write that works ends it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 5.0
 LONGEST_RETRY_SECONDS = 60.0
+FILING = ("done/", "error/")  # the folders a claimed file waits on; the ledger is the other one
+LEDGER = "the ledger"
 
 
 class FolderTrouble:
@@ -34,6 +36,11 @@ class FolderTrouble:
         trouble = FolderError.of(folder, exc)
         if trouble is None:
             return False
+        self.refused(folder, trouble)
+        return True
+
+    def refused(self, folder: str, trouble: FolderError) -> None:
+        """`folder` refuses every write: uploads pause (said once) until it takes one again."""
         with self._lock:
             new = not self._reasons
             self._reasons[folder] = str(trouble)
@@ -41,20 +48,20 @@ class FolderTrouble:
                 self._pause = FIRST_RETRY_SECONDS
                 self._next_try = self._clock() + self._pause
         if new:
-            log.error("paused: %s (%s). Files stay in the inbox; filing is tried again in %.0f s and "
-                      "uploads resume by themselves once it works.", trouble, exc.strerror or exc, FIRST_RETRY_SECONDS)
-        return True
+            log.error("paused: %s. Files wait in the inbox; uploads are tried again in %.0f s and resume by "
+                      "themselves once it works.", trouble, FIRST_RETRY_SECONDS)
 
-    def worked(self, folder: str) -> None:
-        """A write into `folder` worked: its trouble is over."""
+    def worked(self, folder: str) -> bool:
+        """A write into `folder` worked: its trouble is over. True when there was trouble."""
         with self._lock:
             ended = self._reasons.pop(folder, None)
         if ended:
             log.info("%s can be written again; resuming", folder)
+        return ended is not None
 
     def clear(self) -> None:
-        """Nothing is left to file: whatever the trouble was, no work waits on it."""
-        for folder in list(self._reasons):
+        """Nothing is left to file: no work waits on done/ or error/ (the ledger's trouble stays)."""
+        for folder in FILING:
             self.worked(folder)
 
     def reason(self) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.base import beneath
-from agent.base.errors import (CredentialsError, HTMLAnswerError, KeyWindowPassed, PermissionDenied, QontoError,
+from agent.base.errors import (CredentialsError, FolderError, HTMLAnswerError, KeyWindowPassed, PermissionDenied, QontoError,
                                RequestRejected)
 from agent.base.fingerprint import idempotency_key, sha256_stream
 from agent.base.times import iso
@@ -26,7 +26,7 @@ from agent.inbox.reasons import Refusal
 from agent.inbox.reconcile import Reconciler
 from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Refused
-from agent.inbox.trouble import FolderTrouble
+from agent.inbox.trouble import LEDGER, FolderTrouble
 from agent.qonto.bulk import UploadItem
 from agent.qonto.client import QontoClient
 from agent.state.ledger import AttemptOutcome, Ledger
@@ -101,6 +101,11 @@ class Uploader:
                     self._refuse(claim, None, 0, ready)
                     outcome.failed.append(claim.name)
             self._send_prepared(prepared, force, outcome)
+        except FolderError as exc:  # the ledger's disk is full: what it could not record stays claimed, unsent
+            self.trouble.refused(LEDGER, exc)
+        else:
+            if claims:
+                self.trouble.worked(LEDGER)
         finally:
             for item in prepared:
                 item.close()

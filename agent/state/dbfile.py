@@ -3,6 +3,7 @@ the check that the file a running agent writes is still the one other commands r
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from agent.base.errors import LedgerBusy, LedgerError
+from agent.base.errors import FolderError, LedgerBusy, LedgerError
 
 log = logging.getLogger("agent.state.ledger")
 
@@ -72,11 +73,14 @@ def folder_error(path: Path, exc: OSError) -> LedgerError:
 
 @contextmanager
 def translated(path: Path) -> Iterator[None]:
-    """SQLite's errors as sentences: locked too long, not a database, cannot open or write."""
+    """SQLite's errors as sentences: locked too long, its disk full (a FolderError: work pauses
+    until space is freed), not a database, cannot open or write."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
         text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and "database or disk is full" in text:
+            raise FolderError.of(f"the ledger ({path})", OSError(errno.ENOSPC, text)) from None
         if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
             raise LedgerBusy(
                 f"the ledger {path} stayed locked by another process for more than "
