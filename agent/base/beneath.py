@@ -109,15 +109,19 @@ def lstat(root: Path, rel: Path) -> os.stat_result:
         return os.stat(rel.name, dir_fd=parent, follow_symlinks=False)
 
 
-def move(src_root: Path, src_rel: Path, dst_root: Path, dst_rel: Path, *, clobber: bool) -> None:
+def move(src_root: Path, src_rel: Path, dst_root: Path, dst_rel: Path, *, clobber: bool,
+         placeholder: bytes = b"") -> None:
     """Move `src_root/src_rel` to `dst_root/dst_rel` (parents created), never through a link.
 
     With `clobber=False` an existing destination is never replaced (FileExistsError), on every
     file system: `renameat2(RENAME_NOREPLACE)` where the kernel and file system have it (atomic: a
     crash leaves the file in one place); else a hard link then an unlink (a crash between leaves
-    two names for one file, which `Filing.claims` recognises); else a placeholder created with
-    `O_EXCL` that the rename then replaces. Across devices the bytes are copied under a temporary
-    name, fsynced, placed without clobbering, and only then is the source removed.
+    two names for one file, which `Filing` recognises); else a placeholder created with `O_EXCL`
+    at the destination, holding the `placeholder` bytes, that the rename then replaces. A crash
+    between leaves that placeholder (or, in the instant between creating and writing it, an empty
+    file) at the destination, for the caller to recognise by its bytes; any error removes it.
+    Across devices the bytes are copied under a temporary name, fsynced, placed without
+    clobbering, and only then is the source removed.
     """
     with folder(src_root, src_rel.parts[:-1]) as src, \
             folder(dst_root, dst_rel.parts[:-1], create=True) as dst:
@@ -126,28 +130,59 @@ def move(src_root: Path, src_rel: Path, dst_root: Path, dst_rel: Path, *, clobbe
         elif clobber:
             os.rename(src_rel.name, dst_rel.name, src_dir_fd=src, dst_dir_fd=dst)
         else:
-            _move_no_clobber(src, src_rel.name, dst, dst_rel.name)
+            _move_no_clobber(src, src_rel.name, dst, dst_rel.name, placeholder)
+
+
+def unlink(root: Path, rel: Path) -> None:
+    """Remove the file `root/rel`, reached without following a link on the way."""
+    with folder(root, rel.parts[:-1]) as parent:
+        if parent is None:
+            os.unlink(root / rel)
+        else:
+            os.unlink(rel.name, dir_fd=parent)
 
 
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES}
 RENAME_NOREPLACE = 1
 
 
-def _move_no_clobber(src: int, name: str, dst: int, target: str) -> None:
+def _move_no_clobber(src: int, name: str, dst: int, target: str, placeholder: bytes) -> None:
     if _renameat2_noreplace(src, name, dst, target):
         return
     try:
         os.link(name, target, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
     except OSError as exc:
         if exc.errno == errno.EXDEV:
-            _copy_across(src, name, dst, target)
+            _copy_across(src, name, dst, target, placeholder)
             return
         if exc.errno not in NO_HARD_LINKS:
             raise
-        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600, dir_fd=dst))  # the name is ours
-        os.rename(name, target, src_dir_fd=src, dst_dir_fd=dst)
+        _rename_over_placeholder(src, name, dst, target, placeholder)
         return
     os.unlink(name, dir_fd=src)
+
+
+def _rename_over_placeholder(src: int, name: str, dst: int, target: str, placeholder: bytes) -> None:
+    """No hard links: take the name with an `O_EXCL` placeholder, then rename over it (ours alone:
+    nobody else takes a name that exists). Any error (or an interrupt) removes the placeholder."""
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dst)
+    ours = None
+    try:
+        ours = os.fstat(fd)
+        view = memoryview(placeholder)
+        while view:
+            view = view[os.write(fd, view):]
+        os.rename(name, target, src_dir_fd=src, dst_dir_fd=dst)
+    except BaseException:
+        try:  # unless the rename did happen (an interrupt just after it): then the name holds the file
+            now = os.stat(target, dir_fd=dst, follow_symlinks=False)
+            if ours is None or (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+                os.unlink(target, dir_fd=dst)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
 
 
 def _renameat2_noreplace(src: int, name: str, dst: int, target: str) -> bool:
@@ -172,7 +207,7 @@ def renameat2() -> Callable[..., int] | None:
         return None
 
 
-def _copy_across(src: int, name: str, dst: int, target: str) -> None:
+def _copy_across(src: int, name: str, dst: int, target: str, placeholder: bytes) -> None:
     """Another device: copy to a temporary name, fsync, place it without clobbering, then unlink."""
     temp = f".qonto-agent-{os.urandom(6).hex()}.tmp"  # short: the target may use all 255 bytes
     with open(os.open(name, _FILE_FLAGS, dir_fd=src), "rb") as source, \
@@ -181,7 +216,7 @@ def _copy_across(src: int, name: str, dst: int, target: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     try:
-        _move_no_clobber(dst, temp, dst, target)
+        _move_no_clobber(dst, temp, dst, target, placeholder)
     except BaseException:
         os.unlink(temp, dir_fd=dst)
         raise

@@ -4,11 +4,18 @@ A claim is an atomic rename into `<inbox>/.processing/<process id>/<token>/`. Tw
 share cannot both claim a file (only one rename wins), and a file claimed by a process that died
 (kill -9, power loss) is adopted by the next process that starts, because the dead one's lock on
 its claim folder is gone. Names in done/ and error/ are never overwritten.
+
+Filing away is a no-clobber move (`beneath.move`), and a stop at any point of it leaves one copy
+once the claim is adopted: a claim that is also in done/ or error/ by a hard link is finished
+(`_filed_before_a_stop`); where the move takes its target's name with a placeholder first (no
+hard links), a note in the claim folder says where it was going, and the placeholder that a
+stopped filing left there is removed before the claim is filed again (`_placeholder_left`).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -27,6 +34,7 @@ from agent.base.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PROCESSING = ".processing"
+PLACING = ".placing-"  # a note in the claim folder: which claim is moving where, and its placeholder's bytes
 NAME_MAX = 255  # bytes in one file name, on every file system the agent meets
 SIDECAR_RESERVE = len(".error.json") + len(".") + len(".tmp-") + 12  # its temporary name while written
 
@@ -72,6 +80,7 @@ class Filing:
                                   ".processing/, all inside the inbox; mount another disk there if need be).")
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.own = self.processing / self.id
+        self.placeholder = f"qonto-agent {self.id}: placeholder for a file being moved here\n".encode()
         self._lock = ProcessLock(self.processing / f"{self.id}.lock")
         self._lock.acquire(blocking=True)  # before the folder exists: another agent must never see it unlocked
         self.own.mkdir()
@@ -160,18 +169,59 @@ class Filing:
             lock = ProcessLock(self.processing / f"{folder.name}.lock")
             if not lock.acquire(blocking=False):
                 continue  # its process is alive and working on it
+            notes = []
             try:
                 for token in folder.iterdir():
                     try:
                         os.rename(token, self.own / token.name)
                         adopted += _is_real_dir(self.own / token.name)
+                        if token.name.startswith(PLACING):
+                            notes.append(self.own / token.name)
                     except OSError as exc:
                         log.warning("could not adopt %s from a stopped agent: %s", token, exc)
+                for note in notes:  # the claims they name are ours now
+                    self._placeholder_left(note)
                 shutil.rmtree(folder, ignore_errors=True)
                 lock.path.unlink(missing_ok=True)
             finally:
                 lock.release()
         return adopted
+
+    def _placeholder_left(self, note: Path) -> None:
+        """Finish a move that a stopped filing left between its placeholder and its rename (see
+        `_place`): when the claim is still here and its target holds that filing's placeholder (its
+        bytes, or nothing: stopped between creating and writing it), the placeholder is removed and
+        the claim is filed again like any other. Only the dead filing can have made that file: the
+        name was free just before the note was written, and nobody takes a name that exists. (An
+        empty file someone else made there in the instant between that check and the placeholder,
+        with this filing stopped in that instant too, would be taken for one.) Anything else at the
+        target is left alone."""
+        try:
+            fields = note.read_bytes().split(b"\0")
+            if len(fields) != 3 or not fields[2].startswith(b"qonto-agent ") or not fields[2].endswith(b"here\n"):
+                return  # not a whole note (the disk was full?): nothing to go by
+            source, target, placeholder = Path(os.fsdecode(fields[0])), Path(os.fsdecode(fields[1])), fields[2]
+            if source.is_absolute() or target.is_absolute():
+                return
+            try:
+                claimed = beneath.lstat(self.own, source)
+                there = beneath.lstat(self.inbox, target)
+            except OSError:
+                return  # the move was done (or never began): nothing was left
+            if not stat.S_ISREG(there.st_mode) or there.st_size > len(placeholder) \
+                    or (there.st_dev, there.st_ino) == (claimed.st_dev, claimed.st_ino):
+                return  # someone else's file, or the claim itself by a hard link (`_filed_before_a_stop`)
+            fd, _ = beneath.open_file(self.inbox, target)
+            with open(fd, "rb") as fh:
+                if fh.read(len(placeholder) + 1) not in (b"", placeholder):
+                    return
+            beneath.unlink(self.inbox, target)
+            log.info("removed %s, a placeholder left by an agent that stopped while moving %s there; it is "
+                     "filed again", printable(str(target)), printable(source.name))
+        except OSError as exc:
+            log.warning("could not check %s, left by an agent that stopped while moving a file: %s", note.name, exc)
+        finally:
+            note.unlink(missing_ok=True)
 
     # --- filing away ------------------------------------------------------------------------------
 
@@ -217,8 +267,10 @@ class Filing:
         source = claim.path.relative_to(self.own)
         root = self.inbox
         for candidate in _names(rel, reserve):
+            if _taken(root, candidate):  # a shortcut past names in use: the move itself never replaces
+                continue
             try:
-                beneath.move(self.own, source, root, candidate, clobber=False)
+                self._place(source, candidate)
             except FileExistsError:  # taken (perhaps a moment ago by another agent): the next name
                 continue
             except FileNotFoundError:
@@ -229,6 +281,29 @@ class Filing:
                 _drop_token(claim, self.own)
             return root / candidate
         raise AssertionError("unreachable: _names is endless")
+
+    def _place(self, source: Path, target: Path) -> None:
+        """Move `own/source` to `inbox/target` without replacing anything, with a note beside the
+        claim saying where, read by `_placeholder_left` if this process stops in the middle. The
+        note is best effort: without it (a full disk) a stop may leave a placeholder, never a loss."""
+        note = self.own / f"{PLACING}{hashlib.sha256(os.fsencode(str(source))).hexdigest()[:16]}"
+        try:
+            note.write_bytes(b"\0".join((os.fsencode(str(source)), os.fsencode(str(target)), self.placeholder)))
+        except OSError as exc:
+            log.debug("no note for the move of %s: %s", printable(source.name), exc)
+        try:
+            beneath.move(self.own, source, self.inbox, target, clobber=False, placeholder=self.placeholder)
+        finally:
+            note.unlink(missing_ok=True)
+
+
+def _taken(root: Path, rel: Path) -> bool:
+    """Something (a link too) is at `root/rel`; an error reaching it says no: the move will answer."""
+    try:
+        beneath.lstat(root, rel)
+    except OSError:
+        return False
+    return True
 
 
 def _names(rel: Path, reserve: int = 0) -> Iterator[Path]:

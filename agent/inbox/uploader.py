@@ -67,8 +67,7 @@ class Uploader:
             return self._cannot_take(refused.path, time.time(), exc)
         if claim is None:
             return None
-        sha = _sha_of(claim, self.filing.own) if refused.code != "unreadable" else None
-        self._refuse(claim, sha, refused.size, refused.refusal)
+        self._refuse(claim, refused.size, refused.refusal)
         return None
 
     def send(self, batch: list[Ready], *, force: bool = False) -> Outcome:
@@ -98,7 +97,7 @@ class Uploader:
                     log.info("%s: not sent now (%s); it goes back to the inbox to settle again", claim.name, ready.why)
                     self._back(claim, ready.why, outcome)
                 elif isinstance(ready, Refusal):
-                    self._refuse(claim, None, 0, ready)
+                    self._refuse(claim, 0, ready)
                     outcome.failed.append(claim.name)
             self._send_prepared(prepared, force, outcome)
         except FolderError as exc:  # the ledger's disk is full: what it could not record stays claimed, unsent
@@ -211,8 +210,9 @@ class Uploader:
         self._to_error(item.claim, item.sha256, item.key, errors, hint)
         outcome.failed.append(item.claim.name)
 
-    def _refuse(self, claim: Claim, sha: str | None, size: int, refusal: Refusal) -> None:
-        """Into error/ unsent, with the refusal's words in the sidecar and the ledger."""
+    def _refuse(self, claim: Claim, size: int, refusal: Refusal) -> None:
+        """Into error/ unsent, with the refusal's words and the file's SHA-256 in the sidecar and the ledger."""
+        sha = _sha_of(claim, self.filing.own) if refusal.code != "unreadable" else None
         key = idempotency_key(sha) if sha else None
         errors = [{"code": refusal.code, "detail": refusal.detail}]
         self.ledger.record_local_error(sha, key, claim.label, size, errors, refusal.hint)
