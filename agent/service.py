@@ -209,6 +209,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         watcher.stop()
         pipeline.close()
         filing.close()
+        client.close()  # nothing more is sent: sync requests still waiting for their turn give up now
         if sync.is_alive():  # it stops at its next step (cancel=stopping); the ledger closes after
             sync.join(SHUTDOWN_GRACE_SECONDS / 2)
         if result.get("end") not in (RunEnd.LEDGER_BUSY, RunEnd.LEDGER_LOST):
