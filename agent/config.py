@@ -104,7 +104,7 @@ class OutboxConfig:
     path: Path = Path("outbox")
     sync_interval_seconds: float = 900.0
     since: str | None = None
-    concurrency: int = 4  # attachment downloads at once, all bounded by the client's rate limiter
+    concurrency: int = 4  # invoices mirrored at once; their attachment reads count against the rate limiter
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Logging set-up: one line per outcome, text or JSON, and never a secret.
 
-Secrets are redacted from every record as a last line of defence: the code already avoids
-logging them, but a URL or an exception from a library might still carry one.
+Secrets, and the query strings of links (a pre-signed link's signature is in its query), are
+redacted from every record as a last line of defence: the code already avoids logging them, but
+a URL or an exception from a library might still carry one. urllib3 speaks only from warnings
+up, and the agent says its retries itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
@@ -19,10 +22,15 @@ def add_secrets(values: list[str]) -> None:
     _SECRETS.update(v for v in values if v and len(v) >= 4)
 
 
+_LINK_QUERY = re.compile(r"""(https?://[^\s?#"'<>]+)\?[^\s"'<>]*""", re.IGNORECASE)
+_SIGNED_QUERY = re.compile(r"""\?[^\s"'<>]*(?:signature=|x-amz-)[^\s"'<>]*""", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
     for secret in _SECRETS:
         text = text.replace(secret, "***")
-    return text
+    text = _LINK_QUERY.sub(r"\1?[query hidden]", text)
+    return _SIGNED_QUERY.sub("?[query hidden]", text)
 
 
 _CONTROL = {c: repr(chr(c))[1:-1] for c in (*range(32), *range(127, 160), 0x2028, 0x2029)}
@@ -68,5 +76,5 @@ def configure(verbose: bool = False, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("urllib3", "watchdog"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # its debug lines print whole links
+    logging.getLogger("watchdog").setLevel(logging.INFO if verbose else logging.WARNING)

@@ -212,15 +212,16 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         result["end"] = RunEnd.CRASHED
         stopping.set()
     finally:
-        _shut_down(watcher, pipeline, filing, sync, ledger, result.get("end"))
+        _shut_down(watcher, pipeline, filing, client, sync, ledger, result.get("end"))
 
 
-def _shut_down(watcher: Watcher, pipeline: Pipeline, filing: Filing, sync: SyncSchedule, ledger: Ledger,
-               end: RunEnd | None) -> None:
+def _shut_down(watcher: Watcher, pipeline: Pipeline, filing: Filing, client: QontoClient, sync: SyncSchedule,
+               ledger: Ledger, end: RunEnd | None) -> None:
     """Stop watching, let the batches in flight file their files, give claims back, end the heartbeat."""
     watcher.stop()
     pipeline.close()
     filing.close()
+    client.close()  # nothing more is sent: sync requests still waiting for their turn give up now
     if sync.is_alive():  # it stops at its next step (cancel=stopping); the ledger closes after
         sync.join(SHUTDOWN_GRACE_SECONDS / 2)
     if end not in (RunEnd.LEDGER_BUSY, RunEnd.LEDGER_LOST):

@@ -28,7 +28,7 @@ from agent.outbox.names import attachment_ext, invoice_stem, safe_component
 from agent.outbox.sync import SyncReport
 from agent.qonto.client import QontoClient
 from agent.qonto.listing import Page
-from agent.qonto.transport import retry_policy
+from agent.qonto.transport import RetryPolicy
 from agent.sandbox.server import Sandbox
 from agent.state.ledger import Ledger
 from support import make_config, wait_for
@@ -153,7 +153,7 @@ class Env:
 
 
 def fast_retry(total: int = 10):
-    return retry_policy(total=total, backoff_factor=0.01, backoff_max=0.05, backoff_jitter=0.0, retry_after_max=1)
+    return RetryPolicy(total=total, backoff_factor=0.01, backoff_max=0.05, backoff_jitter=0.0, retry_after_max=1)
 
 
 @pytest.fixture

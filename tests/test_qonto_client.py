@@ -1,6 +1,6 @@
 """QontoClient: HTTP behaviour against `responses` mocks, and against a real loopback server
-where urllib3's own retry loop must run (Retry-After waits, dropped connections, timeouts,
-rate-limiter counting), since `responses` short-cuts that loop."""
+where real sockets matter (Retry-After waits, dropped connections, timeouts, rate-limiter
+counting, retries said in our words), since `responses` short-cuts the network."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ from agent.qonto.bulk import UploadItem
 from agent.qonto.client import FRESH_LINK_TRIES, QontoClient
 from agent.state.tokens import FileTokenStore
 from agent.qonto.pause import CredentialsPause
-from agent.qonto.transport import parse_retry_after, retry_policy
+from agent.qonto.transport import RetryPolicy, parse_retry_after
 from agent.qonto.ratelimit import RateLimiter
 
 ROOT = "https://api.qonto.test"
@@ -63,7 +63,7 @@ ORG = {"organization": {"id": "org-1", "slug": "acme", "legal_name": "ACME SAS"}
 
 
 def fast_retry(total: int = 3):
-    return retry_policy(total=total, backoff_factor=0.001, backoff_max=0.01, backoff_jitter=0.001,
+    return RetryPolicy(total=total, backoff_factor=0.001, backoff_max=0.01, backoff_jitter=0.001,
                         retry_after_max=1)
 
 
@@ -126,7 +126,7 @@ def field_name(part) -> str:
     return part.get_param("name", header="content-disposition")
 
 
-# --- a real loopback server for urllib3's own retry loop ------------------------------------
+# --- a real loopback server for the retry loop on real sockets ---------------------------
 
 @dataclass
 class Seen:
@@ -208,8 +208,8 @@ class CountingLimiter(RateLimiter):
         super().__init__([])
         self.count = 0
 
-    def acquire(self) -> None:
-        super().acquire()
+    def acquire(self, urgent: bool = False) -> None:
+        super().acquire(urgent)
         self.count += 1
 
 
@@ -673,8 +673,8 @@ EXPIRED_XML = (b"<?xml version='1.0'?><Error><Code>AccessDenied</Code>"
                b"<Message>Request has expired</Message></Error>")
 
 
-def attachment(url: str) -> dict:
-    return {"attachment": {"id": "att-1", "file_name": "x.pdf", "file_size": "12", "url": url}}
+def attachment(url: str, content: bytes = b"%PDF-1.7 abc") -> dict:
+    return {"attachment": {"id": "att-1", "file_name": "x.pdf", "file_size": str(len(content)), "url": url}}
 
 
 def test_download_streams_to_dest_without_authorization(rsps, client, tmp_path):
@@ -689,7 +689,7 @@ def test_download_streams_to_dest_without_authorization(rsps, client, tmp_path):
 
 def test_download_attachment_refetches_an_expired_link(rsps, client, tmp_path):
     rsps.get(f"{STORAGE}?sig=old", status=403, body=EXPIRED_XML, content_type="application/xml")
-    rsps.get(f"{ROOT}/v2/attachments/att-1", json=attachment(f"{STORAGE}?sig=new"))
+    rsps.get(f"{ROOT}/v2/attachments/att-1", json=attachment(f"{STORAGE}?sig=new", b"%PDF-fresh"))
     rsps.get(f"{STORAGE}?sig=new", body=b"%PDF-fresh")
     got, sha = client.download_attachment("att-1", tmp_path / "a.part",
                                           attachment=attachment(f"{STORAGE}?sig=old")["attachment"])
@@ -702,7 +702,7 @@ def test_download_attachment_refetches_an_expired_link(rsps, client, tmp_path):
 
 
 def test_download_attachment_fetches_the_attachment_when_not_given(rsps, client, tmp_path):
-    rsps.get(f"{ROOT}/v2/attachments/att-1", json=attachment(STORAGE))
+    rsps.get(f"{ROOT}/v2/attachments/att-1", json=attachment(STORAGE, b"%PDF-x"))
     rsps.get(STORAGE, body=b"%PDF-x")
     got, sha = client.download_attachment("att-1", tmp_path / "a.part")
     assert got["id"] == "att-1" and sha == hashlib.sha256(b"%PDF-x").hexdigest()
@@ -920,3 +920,62 @@ def test_no_secret_in_any_error_or_log(tmp_path, pdfs, caplog):
     assert "[redacted]" in str(raised[3])  # the echoed secret was masked, not dropped
     _secret_free(caplog.text)
     _secret_free(" ".join(repr(r.args) for r in caplog.records))
+
+
+# --- two budgets ---------------------------------------------------------------------------
+
+def test_storage_downloads_take_nothing_from_the_api_rate_limit(rsps, tmp_path):
+    rsps.get(f"{ROOT}/v2/attachments/att-1", json=attachment(STORAGE, b"%PDF-x"))
+    rsps.get(STORAGE, body=b"%PDF-x")
+    limiter = CountingLimiter()
+    with make_client(limiter=limiter) as c:
+        c.download_attachment("att-1", tmp_path / "a.part")
+        c.download(STORAGE, tmp_path / "b.part", size=6)
+    assert len(rsps.calls) == 3
+    assert limiter.count == 1  # the attachment's JSON only
+
+
+def test_uploads_and_token_refreshes_are_urgent_other_calls_are_not(rsps, pdfs):
+    class Recording(RateLimiter):
+        def __init__(self) -> None:
+            super().__init__([])
+            self.calls: list[bool] = []
+
+        def acquire(self, urgent: bool = False) -> None:
+            self.calls.append(urgent)
+
+    rsps.post(TOKEN_URL, json=token_answer())
+    rsps.post(BULK, json={"supplier_invoices": [{"id": "inv-a", "file_name": "a.pdf"}], "errors": []})
+    rsps.get(LIST, json=page(1, None))
+    limiter = Recording()
+    with make_client(oauth_config(), limiter=limiter) as c:
+        c.upload_bulk(pdfs("a.pdf"))
+        list(c.iter_supplier_invoices())
+    assert limiter.calls == [True, True, False]  # token refresh, upload, listing
+
+
+# --- retries said in one sentence ------------------------------------------------------------
+
+def test_each_retry_is_one_sentence_without_the_link(server, tmp_path, caplog):
+    server.script(reply(503, error_body("unavailable", "busy")), drop, reply(200, ORG),
+                  reply(503, b"<Error><Code>SlowDown</Code></Error>"), reply(200, b"%PDF-x"))
+    with make_client(api_key_config(server.url)) as c, caplog.at_level(logging.DEBUG, logger="agent.qonto"):
+        c.get_organization()
+        c.download(f"{server.url}/bucket/a.pdf?X-Amz-Signature=abc&signature=def", tmp_path / "a", size=6)
+    ours = [r for r in caplog.records if r.name == "agent.qonto"]
+    said = [r.getMessage() for r in ours if r.levelno >= logging.INFO]
+    assert [re.sub(r"in [\d.]+ s$", "in N s", line) for line in said] == [
+        "Qonto answered 503; retry 1 of 3 in N s",
+        "Qonto did not answer (the connection failed); retry 2 of 3 in N s",
+        "the attachment storage answered 503; retry 1 of 3 in N s",
+    ]
+    assert not [r for r in ours if "X-Amz" in r.getMessage() or "signature=" in r.getMessage()]
+    # urllib3's own lines are silenced by the agent's logging set-up: see test_secrets.py
+
+
+def test_a_tls_failure_is_not_retried(server):
+    limiter = CountingLimiter()
+    with make_client(api_key_config(server.url.replace("http://", "https://")), limiter=limiter) as c:
+        with pytest.raises(TransientError):
+            c.get_organization()
+    assert limiter.count == 1

@@ -1,11 +1,14 @@
-"""RateLimiter: sliding windows on a fake clock, so every test is exact and instant."""
+"""RateLimiter: sliding windows on a fake clock, so every test is exact and instant; the order of
+waiting threads and closing on the real clock."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
+from agent.base.errors import TransientError
 from agent.qonto.ratelimit import RateLimiter
 
 
@@ -127,3 +130,89 @@ def test_threads_never_exceed_the_limit():
     assert len(sent) == 80
     sent.sort()
     assert all(sent[i + 5] - sent[i] >= 1.0 for i in range(len(sent) - 5))
+
+
+# --- uploads first: the reserve and the queue --------------------------------------------------
+
+def test_other_requests_leave_the_reserve_to_urgent_ones():
+    clock = FakeClock()
+    rl = RateLimiter([(10, 10.0)], reserve=0.2, clock=clock, sleep=clock.sleep)
+    for _ in range(8):
+        rl.acquire()
+    assert clock.sleeps == []
+    rl.acquire(urgent=True)
+    rl.acquire(urgent=True)  # the two reserved slots: no wait
+    assert clock.sleeps == []
+    rl.acquire()  # the ninth ordinary request waits for the first to leave the window
+    assert clock.sleeps == [pytest.approx(10.0)]
+
+
+def test_a_full_window_makes_an_urgent_request_wait_like_any_other():
+    clock = FakeClock()
+    rl = RateLimiter([(10, 10.0)], reserve=0.2, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        rl.acquire(urgent=True)
+    rl.acquire(urgent=True)
+    assert clock.sleeps == [pytest.approx(10.0)]
+
+
+def test_small_windows_have_no_reserve():
+    clock = FakeClock()
+    rl = RateLimiter([(5, 10.0)], clock=clock, sleep=clock.sleep)  # 10 % of 5 rounds down to none
+    for _ in range(5):
+        rl.acquire()
+    assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("reserve", [-0.1, 1.0])
+def test_an_impossible_reserve_is_refused(reserve):
+    with pytest.raises(ValueError):
+        RateLimiter([(10, 1.0)], reserve=reserve)
+
+
+def test_a_waiting_urgent_request_gets_the_next_free_slot():
+    """Real threads and clock: ordinary requests queue on a full window, an upload arrives after
+    them, and it is still the first to go when the window frees."""
+    rl = RateLimiter([(2, 0.6)], reserve=0.0)
+    rl.acquire()
+    time.sleep(0.3)
+    rl.acquire()  # the window frees one slot at a time: at 0.6 s, then at 0.9 s
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def request(name: str, urgent: bool) -> None:
+        rl.acquire(urgent)
+        with lock:
+            order.append(name)
+
+    threads = [threading.Thread(target=request, args=(f"sync-{n}", False)) for n in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)  # the sync requests are queued and sleeping before the upload arrives
+    upload = threading.Thread(target=request, args=("upload", True))
+    upload.start()
+    for t in [*threads, upload]:
+        t.join(timeout=10)
+    assert order[0] == "upload", order
+    assert sorted(order[1:]) == ["sync-0", "sync-1", "sync-2"]
+
+
+def test_close_ends_every_wait():
+    rl = RateLimiter([(1, 600.0)])
+    rl.acquire()
+    failed: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            rl.acquire()
+        except TransientError as exc:
+            failed.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    rl.close()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and time.monotonic() - started < 1
+    assert "was not sent" in str(failed[0])

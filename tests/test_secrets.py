@@ -48,3 +48,23 @@ def test_a_planted_secret_appears_nowhere_after_a_full_run(tmp_path, agents):
             assert secret.encode() not in data, f"{secret} found in {path}"
         for result in outputs:
             assert secret not in result.stdout + result.stderr
+
+
+def test_retries_are_our_sentences_and_no_link_reaches_the_log(tmp_path, sandbox):
+    """API and storage faults that cause retries, `sync -v`: every log line at every level."""
+    sandbox.seed(20, without_attachment=0.0)
+    sandbox.faults.rate_limit_rate = 0.3  # both answer with a short Retry-After, honoured: a quick test
+    sandbox.faults.storage_error_rate = 0.3
+    sandbox.faults.storage_drop_rate = 0.1  # urllib3 used to log these retries with the whole signed link
+    sandbox.faults.retry_after_seconds = 0.1
+    # One request at a time: the seeded faults fall on the same requests in every run.
+    config = make_config(tmp_path, sandbox, outbox={"concurrency": 1})
+    results = [run_agent(config, "-v", "sync", timeout=120),
+               run_agent(config, "-v", "--log-format", "json", "sync", "--full", timeout=120)]
+    output = "".join(r.stdout + r.stderr for r in results)
+    assert "synced 20 invoices" in results[0].stderr, results[0].stderr
+    for leak in ("signature=", "X-Amz-", "expires=", "_LimitedRetry", "Retrying (", "Traceback"):
+        assert leak not in output, leak
+    assert "Qonto answered 429 (rate limited); retry 1 of 5 in 0.1 s" in output
+    assert "the attachment storage answered 503; retry 1 of 5 in 0.1 s" in output
+    assert "the attachment storage did not answer (the connection failed); retry 1 of 5 in" in output

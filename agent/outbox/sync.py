@@ -39,6 +39,7 @@ from agent.config import Config, parse_timestamp
 from agent.outbox.folder import Outbox
 from agent.outbox.index import CSV_NAME, csv_row, write_index
 from agent.outbox.names import attachment_ext, invoice_stem, strip_urls
+from agent.qonto.download import announced_size
 from agent.state.ledger import Ledger, MirrorEntry, UploadOutcome
 
 if TYPE_CHECKING:  # the loop needs only the client's interface, not its module
@@ -355,10 +356,7 @@ class _Sync:
     def _has_complete(self, file: str, attachment: Mapping[str, Any]) -> bool:
         """A file of the size Qonto announces is in place (it got there by an atomic rename)."""
         size = self.outbox.size(file)
-        try:
-            return size is not None and size == int(str(attachment.get("file_size")))
-        except ValueError:
-            return False
+        return size is not None and size == announced_size(attachment)
 
     def _stopping(self) -> bool:
         return self.fatal is not None or self.abort.is_set() or (self.cancel is not None and self.cancel.is_set())

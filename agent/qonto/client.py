@@ -1,25 +1,22 @@
 """The Qonto API client: one method per endpoint the agent uses.
 
-It knows HTTP and nothing about folders. One `requests.Session` carries every request; urllib3's
-`Retry` retries network failures, 429 and 5xx for every method (bulk items carry idempotency keys,
-so even the upload POST is safe to repeat), and a `RateLimiter` counts every attempt, retries too.
+It knows HTTP and nothing about folders. Two transports carry the requests, each with its own
+budget: the API's, whose every attempt (retries too) counts against Qonto's rate limit, uploads
+first; and the attachment storage's, whose pre-signed downloads are another host's business and
+only bounded in number at once. Every exchange has a deadline and every answer a size cap.
 Failures surface as the `agent.errors` hierarchy, whose messages never contain a secret.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import logging
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
-from urllib3.util import Retry
 
 from agent import __version__
 from agent.base.errors import (
@@ -32,27 +29,28 @@ from agent.base.errors import (
     TransientError,
 )
 from agent.base.times import rfc3339
-from agent.config import QontoConfig, check_credentials
+from agent.config import MAX_CONCURRENCY, QontoConfig, check_credentials
+from agent.qonto import limits
 from agent.qonto.answers import attachment_link, check_download, error_info, is_html, json_object, not_the_api
 from agent.qonto.auth import NoAuth, OAuthTokens, QontoAuth, TokenStore, api_refused_hint, refresh_refused_hint
 from agent.qonto.bulk import ItemResult, UploadItem, check_batch, map_results
+from agent.qonto.download import announced_size, save_exact
 from agent.qonto.listing import InvoiceList, Page
 from agent.qonto.multipart import bulk_body
 from agent.qonto.pause import CredentialsPause, LastRefusal, PersonPause
 from agent.qonto.ratelimit import RateLimiter
-from agent.qonto.transport import limited_session, network_errors, parse_retry_after, resend_deadline, retry_policy
+from agent.qonto.transport import RetryPolicy, Transport, parse_retry_after, read_capped, resend_deadline
 
 log = logging.getLogger("agent.qonto")
 
 FRESH_LINK_TRIES = 3  # times an expired attachment link is replaced before giving up
-CHUNK = 1 << 16
 
 
 class QontoClient:
     """The Qonto API, one method per endpoint the agent uses. Thread-safe; use as a context manager.
 
     `token_store` keeps rotated OAuth tokens between starts (without one they last as long as the
-    client). `retry` replaces `retry_policy()`. `limiter` defaults to the config's per-10-s and
+    client). `retry` replaces `RetryPolicy()`. `limiter` defaults to the config's per-10-s and
     per-10-min limits. `credentials_pause` is the (first, longest) pause after a 401, during which
     calls fail at once without a request.
     """
@@ -62,7 +60,7 @@ class QontoClient:
         config: QontoConfig,
         *,
         token_store: TokenStore | None = None,
-        retry: Retry | None = None,
+        retry: RetryPolicy | None = None,
         limiter: RateLimiter | None = None,
         credentials_pause: tuple[float, float] = (60.0, 3600.0),
     ) -> None:
@@ -70,8 +68,11 @@ class QontoClient:
         self._config = config
         if limiter is None:
             limiter = RateLimiter([(config.max_requests_per_10s, 10.0), (config.max_requests_per_10min, 600.0)])
-        self._session = limited_session(limiter, retry if retry is not None else retry_policy(),
-                                        user_agent=f"qonto-agent/{__version__}")
+        common = dict(timeout=config.timeout_seconds, retry=retry or RetryPolicy(), redact=self._redact,
+                      user_agent=f"qonto-agent/{__version__}")
+        self._http = Transport("Qonto", limiter=limiter, pool_size=MAX_CONCURRENCY + 2, **common)
+        self._storage = Transport("the attachment storage", concurrency=limits.STORAGE_CONCURRENCY,
+                                  pool_size=limits.STORAGE_CONCURRENCY, **common)
         self._brake = CredentialsPause(*credentials_pause)
         self._refusal = LastRefusal()
         self._list = InvoiceList(lambda params: self._api("GET", "/v2/supplier_invoices", params=params,
@@ -100,10 +101,11 @@ class QontoClient:
     @property
     def session_headers(self) -> Mapping[str, str]:
         """The headers every request carries; credentials are never among them (they go per request)."""
-        return self._session.headers
+        return self._http.session.headers
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
+        self._storage.close()
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class QontoClient:
         body, content_type = bulk_body(items, source, meta)
         window = resend_deadline(resend_until) if resend_until is not None else contextlib.nullcontext()
         with body, window:
-            answer = self._api("POST", "/v2/supplier_invoices/bulk", data=body,
+            answer = self._api("POST", "/v2/supplier_invoices/bulk", data=body, size=len(body), urgent=True,
                                headers={"Content-Type": content_type},
                                action="the invoice upload", scope="supplier_invoice.write")
         return map_results(items, answer)
@@ -168,21 +170,19 @@ class QontoClient:
         return self._get_member(f"/v2/attachments/{quote(attachment_id, safe='')}", "attachment",
                                 action=f"reading attachment {attachment_id}", scope="attachment.read")
 
-    def download(self, url: str, dest: Path) -> str:
+    def download(self, url: str, dest: Path, size: int | None = None) -> str:
         """Stream a pre-signed link into `dest` (the caller's temporary name); return its SHA-256.
 
         No Authorization header: pre-signed storage refuses a second authentication. Memory use is
-        constant. On failure `dest` may hold a partial file.
+        constant, and the storage's budget is used, not Qonto's. A body of another length than
+        `size` (the attachment's `file_size`) raises TransientError: see `download.save_exact`.
+        On failure `dest` may hold a partial file.
         """
-        response = self._send("GET", url, auth=NoAuth(), stream=True)
-        with response:
+        def save(response: requests.Response) -> str:
             check_download(response)
-            digest = hashlib.sha256()
-            with network_errors(url, self._redact), open(dest, "wb") as fh:
-                for chunk in response.iter_content(CHUNK):
-                    digest.update(chunk)
-                    fh.write(chunk)
-        return digest.hexdigest()
+            return save_exact(response, dest, size)
+
+        return self._storage.call("GET", url, save, size=size or 0, auth=NoAuth())
 
     def download_attachment(
         self, attachment_id: str, dest: Path, *, attachment: dict | None = None
@@ -196,11 +196,11 @@ class QontoClient:
             attachment = self.get_attachment(attachment_id)
         for _ in range(FRESH_LINK_TRIES):
             try:
-                return attachment, self.download(attachment_link(attachment), dest)
+                return attachment, self.download(attachment_link(attachment), dest, announced_size(attachment))
             except AttachmentURLExpired:
                 log.debug("attachment %s: link expired, fetching a fresh one", attachment_id)
                 attachment = self.get_attachment(attachment_id)
-        return attachment, self.download(attachment_link(attachment), dest)
+        return attachment, self.download(attachment_link(attachment), dest, announced_size(attachment))
 
     # --- requests and answers ----------------------------------------------------------------
 
@@ -234,7 +234,7 @@ class QontoClient:
         form = {"grant_type": "refresh_token", "client_id": config.client_id,
                 "client_secret": config.client_secret, "refresh_token": refresh_token}
         response = self._send("POST", config.token_url, data=form, auth=self._token_auth, allow_redirects=False,
-                              headers={"Accept": "application/json"})
+                              headers={"Accept": "application/json"}, urgent=True)  # every request waits for it
         if response.status_code in (400, 401):
             raise self._refused(response, refresh_refused_hint(response.status_code))
         answer = self._answer(response, action="the OAuth token refresh", scope="offline_access",
@@ -244,15 +244,9 @@ class QontoClient:
         return answer
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send with the timeout, turn network failures into TransientError, log without headers."""
-        started = time.monotonic()
-        if isinstance(kwargs.get("data"), io.IOBase):
-            kwargs["data"].seek(0)  # a streamed body sent again (after a token refresh) starts over
-        with network_errors(url, self._redact):
-            response = self._session.request(method, url, timeout=self._config.timeout_seconds, **kwargs)
-        log.debug("%s %s -> %d in %.0f ms, trace id %s", method, urlsplit(url).path, response.status_code,
-                  (time.monotonic() - started) * 1000, response.headers.get("X-Tyk-Trace-Id", "-"))
-        return response
+        """One call to the API (or the token endpoint), its answer read whole up to the size cap."""
+        return self._http.call(method, url, lambda response: read_capped(response, limits.MAX_ANSWER_BYTES, "Qonto"),
+                               **kwargs)
 
     def _answer(
         self, response: requests.Response, *, action: str, scope: str,

@@ -61,7 +61,7 @@ class MultipartStream(io.RawIOBase):
     """A request body made of byte strings and files, read from disk as it is sent.
 
     Memory stays flat whatever the files' sizes. It has a length (for Content-Length) and can
-    seek back to the start, which is how urllib3 rewinds a body to retry a request. Open files
+    seek back to the start, which is how the transport rewinds a body to retry a request. Open files
     are read at the stream's position and never closed here: they belong to the caller.
     """
 

@@ -2,56 +2,98 @@
 
 Qonto counts requests per IP in sliding windows (1,000 per 10 s and 10,000 per 10 min). The limiter
 remembers when each recent request left and makes the next one wait until every window has room.
+
+Uploads and the outbox sync share that budget, and a big sync must never stall the inbox, so an
+`urgent` request (an upload) goes first: other requests leave a share of every window unused for
+it (`reserve`) and, while an urgent request waits, also leave it the next free slot.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from typing import Callable, Sequence
+
+from agent.base.errors import TransientError
+
+UPLOAD_RESERVE = 0.1  # the share of every window only urgent requests may use
 
 
 class RateLimiter:
     """Sliding-window limits, e.g. `[(900, 10.0), (9000, 600.0)]`: at most 900 requests in any 10 s, ...
 
     Thread-safe; uses a monotonic clock so wall-clock jumps neither stall nor burst it.
-    `clock` and `sleep` are injectable so tests run on a fake clock.
+    `clock` and `sleep` are injectable so tests run on a fake clock. `close()` ends every wait,
+    so a stopping agent is not held by requests that would wait minutes for their turn.
     """
 
     def __init__(
         self,
         limits: Sequence[tuple[int, float]],
         *,
+        reserve: float = UPLOAD_RESERVE,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         for count, seconds in limits:
             if count < 1 or seconds <= 0:
                 raise ValueError(f"rate limit ({count}, {seconds}) must allow at least 1 request in a positive time")
-        self._windows = [(count, float(seconds), deque[float]()) for count, seconds in limits]
+        if not 0 <= reserve < 1:
+            raise ValueError(f"the reserve for urgent requests ({reserve}) must be a share from 0 to under 1")
+        # (limit, limit for requests that are not urgent, seconds, when recent requests left)
+        self._windows = [(count, count - math.floor(count * reserve), float(seconds), deque[float]())
+                         for count, seconds in limits]
+        self._closed = threading.Event()
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or self._closed.wait
         self._lock = threading.Lock()
+        self._urgent_waiting = 0
 
-    def acquire(self) -> None:
-        """Block until one more request fits in every window, then count it as sent now."""
-        while True:
+    def acquire(self, urgent: bool = False) -> None:
+        """Block until one more request fits in every window, then count it as sent now.
+
+        Raises TransientError once the limiter is closed: the request is not sent.
+        """
+        with self._lock:
+            self._urgent_waiting += urgent
+        try:
+            while True:
+                if self._closed.is_set():
+                    raise TransientError("the client was closed while the request waited for its turn: "
+                                         "it was not sent, and will be tried again later")
+                with self._lock:
+                    now = self._clock()
+                    wait = self._wait(now, urgent)
+                    if wait <= 0:
+                        for *_, sent in self._windows:
+                            sent.append(now)
+                        return
+                self._sleep(wait)  # outside the lock: other threads may still check in meanwhile
+        finally:
             with self._lock:
-                now = self._clock()
-                wait = self._wait(now)
-                if wait <= 0:
-                    for _, _, sent in self._windows:
-                        sent.append(now)
-                    return
-            self._sleep(wait)  # outside the lock: other threads may still check in meanwhile
+                self._urgent_waiting -= urgent
 
-    def _wait(self, now: float) -> float:
-        """Seconds until every window has room, forgetting requests that left their window."""
+    def close(self) -> None:
+        self._closed.set()
+
+    def _wait(self, now: float, urgent: bool) -> float:
+        """Seconds until every window has room for this request, forgetting requests that left
+        their window. Room means a free slot for an urgent request; for another one, a slot
+        outside the reserve and one more for every urgent request waiting."""
         wait = 0.0
-        for count, seconds, sent in self._windows:
+        for count, normal, seconds, sent in self._windows:
             while sent and sent[0] + seconds <= now:
                 sent.popleft()
-            if len(sent) >= count:
-                wait = max(wait, sent[0] + seconds - now)
+            if urgent:
+                must_leave = len(sent) + 1 - count
+            else:
+                must_leave = max(len(sent) + 1 - normal, len(sent) + 1 + self._urgent_waiting - count)
+            if must_leave <= 0:
+                continue
+            if must_leave <= len(sent):
+                wait = max(wait, sent[must_leave - 1] + seconds - now)
+            else:  # urgent requests are about to take what is free: look again a slot's time later
+                wait = max(wait, (sent[-1] + seconds - now) if sent else seconds / count)
         return wait

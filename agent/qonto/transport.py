@@ -1,24 +1,39 @@
-"""How requests travel: urllib3 retries of network failures, 429 and 5xx, each attempt counted by
-the rate limiter, and network failures that outlasted the retries turned into a TransientError."""
+"""How requests travel: each attempt waits for its budget (the API's rate limiter, or a bound on
+downloads at once), lasts no longer than its deadline, and is retried on network failures, 429
+and 5xx with backoff; each retry is said in one sentence. Network failures that outlast the
+retries become a TransientError, and no answer is read past its size cap."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import email.utils
+import logging
 import math
+import random
+import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util import Retry
+from urllib3.exceptions import ReadTimeoutError
 
 from agent.base.errors import KeyWindowPassed, TransientError
+from agent.qonto.deadline import Deadline, DeadlineAdapter, deadline_seconds
 from agent.qonto.ratelimit import RateLimiter
 
+log = logging.getLogger("agent.qonto")
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Failures worth another attempt in a moment, but for a TLS failure (a wrong certificate or a
+# plain-http server does not heal in seconds).
+NETWORK_FAILURES = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+CHUNK = 1 << 16
+
+T = TypeVar("T")
 
 # Wall-clock time after which no attempt of the current request may leave (see `resend_deadline`).
 _RESEND_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("resend_deadline", default=None)
@@ -38,92 +53,188 @@ def resend_deadline(deadline: float) -> Iterator[None]:
         _RESEND_DEADLINE.reset(token)
 
 
-def _before_attempt(limiter: RateLimiter) -> None:
-    limiter.acquire()
-    deadline = _RESEND_DEADLINE.get()
-    if deadline is not None and time.time() > deadline:
-        raise KeyWindowPassed("the idempotency key of an earlier attempt may have expired at Qonto; "
-                              "checking whether that attempt created the invoice before sending again")
-
-
-def retry_policy(
-    *,
-    total: int = 5,
-    backoff_factor: float = 1.0,
-    backoff_max: float = 20.0,
-    backoff_jitter: float = 1.0,
-    retry_after_max: int = 20,
-) -> Retry:
-    """The retry policy: network errors, 429 and 5xx, any method, bounded to about two minutes.
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently an attempt is repeated: network errors, 429 and 5xx, any method
+    (bulk items carry idempotency keys, so even the upload POST is safe to repeat).
 
     With the defaults the backoff sleeps sum to about 30 s and honoured `Retry-After` waits to at
-    most 100 s. Tests pass tiny values. The last answer is returned, not raised, so that it can be
-    turned into the right error.
-    """
-    return Retry(
-        total=total,
-        allowed_methods=None,
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=backoff_factor,
-        backoff_max=backoff_max,
-        backoff_jitter=backoff_jitter,
-        retry_after_max=retry_after_max,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-
-
-class LimitedRetry(Retry):
-    """urllib3's Retry, taking a rate-limiter slot before each retry: retries are requests too.
-
-    Also reads `Retry-After` leniently (decimal seconds; an unreadable value falls back to the
-    backoff instead of raising).
+    most 100 s. Tests pass tiny values.
     """
 
-    def __init__(self, *args: Any, limiter: RateLimiter, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.limiter = limiter
+    total: int = 5
+    backoff_factor: float = 1.0
+    backoff_max: float = 20.0
+    backoff_jitter: float = 1.0
+    retry_after_max: float = 20.0
 
-    @classmethod
-    def wrap(cls, retry: Retry, limiter: RateLimiter) -> LimitedRetry:
-        """A copy of `retry`'s settings and state that also takes the limiter."""
-        limited = cls.__new__(cls)
-        limited.__dict__.update(vars(retry))
-        limited.limiter = limiter
-        return limited
-
-    def new(self, **kwargs: Any) -> LimitedRetry:
-        return super().new(limiter=self.limiter, **kwargs)  # urllib3 rebuilds the object per attempt
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        seconds = parse_retry_after(retry_after)
-        return 0.0 if seconds is None else min(seconds, self.retry_after_max)
-
-    def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
-        _before_attempt(self.limiter)
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number `retry` (from 1): `Retry-After` when given, else exponential."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_max)
+        backoff = min(self.backoff_max, self.backoff_factor * 2 ** (retry - 1))
+        return backoff + random.uniform(0, self.backoff_jitter)
 
 
-class LimitedAdapter(HTTPAdapter):
-    """Takes a rate-limiter slot for each first attempt; `LimitedRetry` takes one per retry."""
+@dataclass(frozen=True)
+class _Again:
+    """An attempt that should be repeated: why, and after how long."""
 
-    def __init__(self, limiter: RateLimiter, retry: Retry) -> None:
-        super().__init__(max_retries=LimitedRetry.wrap(retry, limiter))
+    why: str
+    wait: float
+
+
+class Transport:
+    """One service's way of sending: its session, budget, deadlines and retries.
+
+    `who` names the service in sentences ("Qonto", "the attachment storage"). `limiter` is a rate
+    budget (each attempt takes a slot); `concurrency` bounds attempts in flight at once instead.
+    """
+
+    def __init__(
+        self,
+        who: str,
+        *,
+        timeout: float,
+        retry: RetryPolicy,
+        redact: Callable[[Any], str | None],
+        user_agent: str,
+        pool_size: int,
+        limiter: RateLimiter | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.who = who
+        self._timeout = timeout
+        self._retry = retry
+        self._redact = redact
         self._limiter = limiter
+        self._in_flight = threading.BoundedSemaphore(concurrency) if concurrency else None
+        adapter = DeadlineAdapter(pool_maxsize=pool_size)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = user_agent
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
 
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        _before_attempt(self._limiter)
-        return super().send(request, *args, **kwargs)
+    def close(self) -> None:
+        """Close the connections, and end the waits for the rate limiter (nothing more is sent)."""
+        if self._limiter is not None:
+            self._limiter.close()
+        self.session.close()
+
+    def call(self, method: str, url: str, read: Callable[[requests.Response], T], *,
+             urgent: bool = False, size: int = 0, **kwargs: Any) -> T:
+        """Send until an answer is final, and hand it to `read` within the attempt's deadline.
+
+        An attempt has `deadline_seconds(timeout, size)` in all, `size` being the bytes expected
+        to travel. Running out of it ends the call at once, without a retry: a server that slow
+        is tried again later, not in a few seconds. The last answer of a retried status is
+        handed to `read` too, so the caller says what it means. `urgent` goes first in the budget.
+        """
+        seconds = deadline_seconds(self._timeout, size)
+        retry = 1
+        while isinstance(outcome := self._attempt(method, url, read, urgent, seconds, retry, **kwargs), _Again):
+            log.info("%s %s; retry %d of %d in %s", self.who, outcome.why, retry, self._retry.total,
+                     _seconds(outcome.wait))
+            time.sleep(outcome.wait)
+            retry += 1
+        return outcome
+
+    def _attempt(self, method: str, url: str, read: Callable[[requests.Response], T], urgent: bool,
+                 seconds: float, retry: int, **kwargs: Any) -> T | _Again:
+        final = retry > self._retry.total
+        body = kwargs.get("data")
+        if hasattr(body, "seek"):
+            body.seek(0)  # a streamed body sent again starts over
+        with self._slot(urgent), network_errors(url, self._redact), Deadline(seconds) as deadline, \
+                self._too_slow(deadline):
+            try:
+                started = time.monotonic()
+                response = self.session.request(method, url, timeout=self._timeout, stream=True, **kwargs)
+                log.debug("%s %s -> %d in %.0f ms, trace id %s", method, urlsplit(url).path, response.status_code,
+                          (time.monotonic() - started) * 1000, response.headers.get("X-Tyk-Trace-Id", "-"))
+                with response:
+                    status = response.status_code
+                    if final or status not in RETRY_STATUSES:
+                        return read(response)
+                    retry_after = parse_retry_after(response.headers.get("Retry-After", ""))
+                    why = f"answered {status}{' (rate limited)' if status == 429 else ''}"
+                    return _Again(why, self._retry.delay(retry, retry_after))
+            except NETWORK_FAILURES as exc:
+                if final or deadline.expired or isinstance(exc, requests.exceptions.SSLError):
+                    raise
+                return _Again(f"did not answer ({_reason(exc)})", self._retry.delay(retry))
+
+    @contextmanager
+    def _slot(self, urgent: bool) -> Iterator[None]:
+        if self._limiter is not None:
+            self._limiter.acquire(urgent)
+        with self._in_flight if self._in_flight is not None else contextlib.nullcontext():
+            deadline = _RESEND_DEADLINE.get()
+            if deadline is not None and time.time() > deadline:
+                raise KeyWindowPassed("the idempotency key of an earlier attempt may have expired at Qonto; "
+                                      "checking whether that attempt created the invoice before sending again")
+            yield
+
+    @contextmanager
+    def _too_slow(self, deadline: Deadline) -> Iterator[None]:
+        """Whatever failed once the deadline passed failed because of it: say so."""
+        try:
+            yield
+        except Exception:
+            if deadline.expired:
+                raise TransientError(
+                    f"{self.who} did not finish answering within {round(deadline.seconds, 1):g} s "
+                    "(a stalled or very slow connection): it will be tried again later") from None
+            raise
 
 
-def limited_session(limiter: RateLimiter, retry: Retry, *, user_agent: str) -> requests.Session:
-    """A session whose every attempt, first or retried, waits for the rate limiter and follows `retry`."""
-    adapter = LimitedAdapter(limiter, retry)
-    session = requests.Session()
-    session.headers["User-Agent"] = user_agent
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
+def read_capped(response: requests.Response, cap: int, who: str) -> requests.Response:
+    """Read the whole body, refusing one over `cap` bytes before holding more than that in memory.
+
+    The body is kept where requests keeps a read body, so `.json()` and friends work as usual.
+    """
+    announced = content_length(response)
+    if announced is not None and announced > cap:
+        raise _too_large(who, cap)
+    body = bytearray()
+    for chunk in response.iter_content(CHUNK):
+        body += chunk
+        if len(body) > cap:
+            raise _too_large(who, cap)
+    response._content = bytes(body)  # requests' own cache of a read body
+    return response
+
+
+def _too_large(who: str, cap: int) -> TransientError:
+    return TransientError(f"{who} sent an answer larger than {cap // (1024 * 1024)} MB: it was refused "
+                          "(no more than that is read); it will be tried again later")
+
+
+def content_length(response: requests.Response) -> int | None:
+    """The body's announced length in bytes, when it says how many bytes we will read (not for a
+    compressed body, which is counted after decompression)."""
+    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+        return None
+    try:
+        length = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _reason(exc: Exception) -> str:
+    """A few words for a failed attempt, without its URL."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "no connection within the timeout"
+    if isinstance(exc, requests.Timeout) or isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
+        return "no answer within the timeout"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the answer broke off"
+    return "connection refused" if "refused" in str(exc).lower() else "the connection failed"
+
+
+def _seconds(wait: float) -> str:
+    return f"{wait:.1f} s" if wait < 10 else f"{wait:.0f} s"
 
 
 @contextmanager

@@ -4,6 +4,7 @@ XML errors, each shaped in one place so every endpoint fails the way Qonto (or i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.client import HTTPMessage
 from typing import Any
@@ -42,12 +43,14 @@ class Request:
 
 @dataclass
 class Response:
-    """An answer to write back: status, body, content type and extra headers."""
+    """An answer to write back: status, body, content type and extra headers; or, with `stream`,
+    a body of unknown length sent chunked as it comes (a slow or endless one)."""
 
     status: int
     body: bytes = b""
     content_type: str = "application/json; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[bytes] | None = None
 
 
 def json_answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:

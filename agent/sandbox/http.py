@@ -136,9 +136,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, response: Response, trace_id: str) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        if response.stream is None:
+            self.send_header("Content-Length", str(len(response.body)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         self.send_header("X-Tyk-Trace-Id", trace_id)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if response.stream is None:
+            self.wfile.write(response.body)
+            return
+        try:
+            for chunk in response.stream:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up on a slow or endless body
+            self.close_connection = True

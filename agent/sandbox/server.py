@@ -26,7 +26,8 @@ Qonto API facts, qonto-api.md) over real HTTP, with Qonto's quirks reproduced on
 - `GET /v2/attachments/{id}` hands out pre-signed storage URLs under `/_storage/` that expire,
   refuse an `Authorization` header and answer S3-like XML errors.
 - Fault injection (`Faults`): latency, 500, 429 with `Retry-After`, dropped connections, HTML 502
-  pages and "commit then fail" (the work is done, the answer is lost).
+  pages, "commit then fail" (the work is done, the answer is lost), answers trickling one byte a
+  second, and storage downloads that answer 503 or whose body is short, long or endless.
 
 Everything is stdlib. The inspection methods (`invoices()`, `request_log()`, `count()`,
 `counts()`, ...) are thread-safe and return copies, so tests can look at what clients did; the
@@ -51,7 +52,7 @@ from typing import Any
 
 from agent.sandbox.answers import HTML_PAGE, Request, Response, api_error, html_answer
 from agent.sandbox.api import Api
-from agent.sandbox.faults import FaultDice, fault_response
+from agent.sandbox.faults import SPOILERS, FaultDice, fault_response, spoil
 from agent.sandbox.http import Server
 from agent.sandbox.log import RequestLog, RequestRecord
 from agent.sandbox.settings import SandboxSettings
@@ -254,14 +255,15 @@ class Sandbox:
         if not self._staging_ok(req):
             location = {"Location": f"{req.origin}/login"}
             return html_answer(302, b"<html><body>Redirecting to /login</body></html>\n", location)
-        faultable = req.path.startswith("/v2/") or req.path == "/oauth2/token"
-        fault = self._faults.draw(faults) if faultable else None
-        if fault is not None and not fault.startswith("commit"):
+        storage = req.path.startswith("/_storage/")
+        faultable = storage or req.path.startswith("/v2/") or req.path == "/oauth2/token"
+        fault = self._faults.draw(faults, storage=storage) if faultable else None
+        if fault is not None and not fault.startswith("commit") and fault not in SPOILERS:
             return fault_response(req, fault, faults)
         response = self._route(req)
-        if fault is not None:
+        if fault is not None and fault.startswith("commit"):
             return fault_response(req, fault.removeprefix("commit_then_"), faults)
-        return response
+        return spoil(response, fault)
 
     def _staging_ok(self, req: Request) -> bool:
         staging_token = self.settings.staging_token
