@@ -13,9 +13,11 @@ the limiter), and that no 10-second window holds more than the configured limit.
 side, as Qonto would count: arrival times jitter by a few milliseconds, so the count there may
 differ by a handful; it must stay under Qonto's own limit, which the configured one keeps a margin to.
 
-    python bench/bench_mirror.py [--invoices 1000] [--latency 0.05] [--concurrency N]
+    python bench/bench_mirror.py [--invoices 1000] [--latency 0.05] [--storage-latency 0] [--concurrency N]
 
-Exit status 1 when the mirror is less than 3x faster or went over the rate limit.
+Exit status 1 when the mirror is less than 3x faster, slower than 1.25x its floor (the larger of
+API requests ÷ the configured rate and API requests × latency ÷ concurrency), or went over the
+rate limit. Downloads cost nothing by default (`--storage-latency 0`): the API is what is measured.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from agent.state.ledger import Ledger  # noqa: E402
 
 WINDOW_SECONDS = 10.0
 REQUIRED_SPEED_UP = 3.0
+FLOOR_RATIO = 1.25  # at most this many times the floor (see `floor` in main)
 QONTO_LIMIT = 1000  # requests per 10 s and per IP, Qonto's own
 
 
@@ -69,9 +72,10 @@ class RecordingLimiter(RateLimiter):
             self.sent.append(self._reading.value)
 
 
-def _serve(conn: Connection, latency: float) -> None:
+def _serve(conn: Connection, latency: float, storage_latency: float) -> None:
     """The sandbox process: answers (command, argument) messages until "stop"."""
-    with Sandbox(seed=7, analysis_delay_seconds=0.0, faults=Faults(latency_seconds=latency)) as sandbox:
+    faults = Faults(latency_seconds=latency, storage_latency_seconds=storage_latency)
+    with Sandbox(seed=7, analysis_delay_seconds=0.0, faults=faults) as sandbox:
         conn.send(sandbox.base_url)
         while True:
             command, argument = conn.recv()
@@ -90,10 +94,10 @@ def _serve(conn: Connection, latency: float) -> None:
 class RemoteSandbox:
     """A `Sandbox` in a child process, driven over a pipe."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, storage_latency: float = 0.0) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, latency), daemon=True)
+        self._process = context.Process(target=_serve, args=(child, latency, storage_latency), daemon=True)
         self._process.start()
         self.base_url: str = self._conn.recv()
 
@@ -133,12 +137,14 @@ def sequential(client: QontoClient, dest: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--invoices", type=int, default=1000)
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every answer")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every API answer")
+    parser.add_argument("--storage-latency", type=float, default=0.0,
+                        help="seconds added to every download (default 0: downloads free, the API is measured)")
     parser.add_argument("--concurrency", type=int, default=None, help="default: the config's [outbox] concurrency")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp, \
-            RemoteSandbox(args.latency) as sandbox:
+            RemoteSandbox(args.latency, args.storage_latency) as sandbox:
         root = Path(tmp)
         outbox: dict = {"path": "outbox"}
         if args.concurrency:
@@ -181,11 +187,16 @@ def main() -> int:
 
     peak, arrived_peak = max_in_window(limiter.sent), max_in_window(arrivals)
     speed_up = baseline / elapsed
+    # What no client could beat: the API requests at the configured rate, or at the latency with
+    # `concurrency` of them in flight, whichever is slower.
+    floor = max(len(limiter.sent) / (limit / WINDOW_SECONDS),
+                len(limiter.sent) * args.latency / config.outbox.concurrency)
     print(f"received by the sandbox: max {arrived_peak} in any 10 s (Qonto's limit {QONTO_LIMIT}); "
           f"sequential: max {baseline_peak}")
     problems = [
         *([] if report.complete else ["the sync did not complete"]),
         *([] if speed_up >= REQUIRED_SPEED_UP else [f"less than {REQUIRED_SPEED_UP:.0f}x faster"]),
+        *([] if elapsed <= FLOOR_RATIO * floor else [f"{elapsed / floor:.2f}x its floor, over {FLOOR_RATIO}x"]),
         *([] if peak <= limit else [f"{peak} requests in 10 s, over the configured {limit}"]),
         *([] if len(limiter.sent) == len(arrivals) else
           [f"{len(arrivals)} requests arrived but {len(limiter.sent)} went through the rate limiter"]),
@@ -193,8 +204,9 @@ def main() -> int:
         *([] if quiet_requests == 1 else [f"the no-change sync sent {quiet_requests} requests, not 1"]),
     ]
     print(f"mirror: {args.invoices} invoices in {elapsed:.1f} s vs sequential {baseline:.1f} s: "
-          f"{speed_up:.1f}x faster; no-change sync {quiet_requests} request; max {peak} requests in any 10 s "
-          f"(limit {limit}) (target >= {REQUIRED_SPEED_UP:.0f}x, 1 request, within the limit: "
+          f"{speed_up:.1f}x faster, {elapsed / floor:.2f}x its floor of {floor:.1f} s; no-change sync "
+          f"{quiet_requests} request; max {peak} requests in any 10 s (limit {limit}) (target >= "
+          f"{REQUIRED_SPEED_UP:.0f}x, <= {FLOOR_RATIO}x the floor, 1 request, within the limit: "
           f"{'MISSED' if problems else 'met'})")
     for problem in problems:
         print(f"FAILED: {problem}", file=sys.stderr)

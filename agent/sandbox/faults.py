@@ -29,6 +29,7 @@ class Faults:
     """
 
     latency_seconds: float = 0.0  # added before answering every request (API and storage)
+    storage_latency_seconds: float | None = None  # for storage downloads instead, when set (0: downloads free)
     error_rate: float = 0.0  # a 500 with a JSON:API body
     rate_limit_rate: float = 0.0  # a 429 with header `Retry-After: <retry_after_seconds>`
     retry_after_seconds: float = 0.2

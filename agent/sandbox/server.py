@@ -247,15 +247,17 @@ class Sandbox:
         if req.path.startswith(VIEW_PREFIX):
             return view(req, self._log)
         faults = self.settings.faults
-        if faults.latency_seconds > 0:
-            time.sleep(faults.latency_seconds)
+        storage = req.path.startswith("/_storage/")
+        latency = faults.storage_latency_seconds if storage and faults.storage_latency_seconds is not None \
+            else faults.latency_seconds
+        if latency > 0:
+            time.sleep(latency)
         self._analyse_due()
         if self.settings.html_mode:
             return html_answer(200, HTML_PAGE)
         if not self._staging_ok(req):
             location = {"Location": f"{req.origin}/login"}
             return html_answer(302, b"<html><body>Redirecting to /login</body></html>\n", location)
-        storage = req.path.startswith("/_storage/")
         faultable = storage or req.path.startswith("/v2/") or req.path == "/oauth2/token"
         fault = self._faults.draw(faults, storage=storage) if faultable else None
         if fault is not None and not fault.startswith("commit") and fault not in SPOILERS:
