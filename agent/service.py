@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from urllib3.util import Retry
+
 from agent import sidecars
 from agent.outbox import sync as mirror
 from agent.base.errors import CredentialsError, FolderError, LedgerBusy, LedgerError, PermissionDenied, QontoError
@@ -71,9 +73,10 @@ class RunEnd(enum.Enum):
     LEDGER_BUSY = "ledger busy"  # another process held the ledger locked too long: start again later
 
 
-def open_client(config: Config) -> QontoClient:
-    """The client every command uses, keeping rotated OAuth tokens in the file beside the ledger."""
-    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store))
+def open_client(config: Config, retry: Retry | None = None) -> QontoClient:
+    """The client every command uses, keeping rotated OAuth tokens in the file beside the ledger;
+    `retry` replaces the default retry policy (`check` says a refused connection at once)."""
+    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store), retry=retry)
 
 
 class SyncSchedule(threading.Thread):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import email.utils
 import math
+import socket
+import ssl
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -14,7 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from agent.base.errors import TransientError
+from agent.base.errors import HTMLAnswerError, TransientError
 from agent.qonto.ratelimit import RateLimiter
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -36,6 +38,7 @@ def retry_policy(
     """
     return Retry(
         total=total,
+        other=0,  # errors neither of connecting nor of reading, i.e. TLS refused: waiting does not cure them
         allowed_methods=None,
         status_forcelist=RETRY_STATUSES,
         backoff_factor=backoff_factor,
@@ -101,16 +104,56 @@ def limited_session(limiter: RateLimiter, retry: Retry, *, user_agent: str) -> r
 
 
 @contextmanager
-def network_errors(url: str, redact: Callable[[Any], str | None]) -> Iterator[None]:
-    """Network failures that outlasted the retries become a TransientError naming only the host."""
+def network_errors(url: str, redact: Callable[[Any], str | None], setting: str | None = None) -> Iterator[None]:
+    """Network failures that outlasted the retries, said in a few words naming only the host.
+
+    They are a TransientError, except a TLS failure (other than a cut connection) on the way to a
+    URL that comes from the configuration (`setting`): https to a server that speaks plain http,
+    or a certificate that is not trusted, is not cured by waiting, so it is a configuration error.
+    """
     try:
         yield
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        cause = exc.args[0] if exc.args else exc
-        reason = getattr(cause, "reason", cause)  # urllib3's MaxRetryError wraps the real reason
-        raise TransientError(
-            f"no answer from {urlsplit(url).hostname} ({type(reason).__name__}: {redact(reason)}): "
-            "it will be tried again later") from None
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+        cause = _innermost(exc)
+        words = _in_words(cause, redact)
+        if setting and isinstance(cause, ssl.SSLError) and not isinstance(cause, _CUT_TLS):
+            raise HTMLAnswerError(
+                f"the secure (TLS) connection to {where} failed ({words}): check `[qonto] {setting}` "
+                "(https:// needs a server that speaks TLS; the local sandbox speaks http://)") from None
+        raise TransientError(f"no answer from {where} ({words}): it will be tried again later",
+                             detail=f"no answer from {where}: {words}") from None
+
+
+_CUT_TLS = (ssl.SSLEOFError, ssl.SSLZeroReturnError)  # the connection was cut: the network, not the address
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The error under requests' and urllib3's wrappers (a refused connection, a TLS alert, a timeout)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        reason = getattr(exc, "reason", None)
+        first = exc.args[0] if exc.args else None
+        inner = next((e for e in (reason, exc.__cause__, first) if isinstance(e, BaseException)), None)
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def _in_words(cause: BaseException, redact: Callable[[Any], str | None]) -> str:
+    """A few words for a network failure: "connection refused", "timed out", "host name not found"."""
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS: {cause.reason or cause.strerror or cause}"
+    if isinstance(cause, socket.gaierror):
+        return "host name not found"
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return f"{type(cause).__name__}: {redact(cause)}"
 
 
 def parse_retry_after(value: str) -> float | None:
