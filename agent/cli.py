@@ -209,8 +209,8 @@ def _check(cfg: configuration.Config) -> int:
     problems = doctor.local_problems(cfg)
     for problem in problems:  # said first: they need no network, and stand even if the credentials fail
         log.error("%s", problem)
-    with service.open_client(cfg) as client:
-        org = client.get_organization()
+    with service.open_client(cfg, retry=doctor.check_retry()) as client:
+        org = doctor.organization(client, cfg.qonto.api_root)
         name = org.get("legal_name") or org.get("name") or org.get("slug")
         print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")
         remote = doctor.remote_problems(client)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import ipaddress
 import logging
 import os
 import re
@@ -20,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 import tomli_w
 
 from agent.base import files, times
+from agent.base.urls import check_api_url
 from agent.base.errors import ConfigError
 from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
 
@@ -234,9 +233,9 @@ def from_mapping(
     outbox: OutboxConfig = sections["outbox"]
     state: StateConfig = sections["state"]
 
-    _check_base_url(q.base_url, "base_url")
+    check_api_url(q.base_url, "base_url")
     if q.auth_mode == "oauth" or q.client_id:
-        _check_base_url(q.token_url, "token_url")
+        check_api_url(q.token_url, "token_url")
     if not 1 <= inbox.batch_size <= MAX_ITEMS:
         raise ConfigError(
             f"`[inbox] batch_size` is {inbox.batch_size}: Qonto takes 1 to {MAX_ITEMS} invoices "
@@ -302,26 +301,6 @@ def parse_timestamp(value: str, what: str) -> datetime:
     if parsed is None:
         raise ConfigError(f'{what} is "{value}": write a time with its zone, e.g. "2026-01-01T00:00:00Z".')
     return parsed
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_base_url(url: str, key: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f'`[qonto] {key}` is "{url}": give a full URL such as https://thirdparty.qonto.com.')
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"`[qonto] {key}` uses http:// to {parts.hostname}: credentials would travel unencrypted, "
-            "so use https:// (plain http is allowed only for loopback, e.g. the local sandbox)."
-        )
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:

@@ -15,9 +15,10 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from agent.base.errors import CredentialsError, PermissionDenied, QontoError
+from agent.base.errors import CredentialsError, PermissionDenied, QontoError, TransientError
 from agent.config import Config
 from agent.qonto.client import QontoClient
+from agent.qonto.transport import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,24 @@ INBOX_FOLDERS = ("done", "error", ".processing")
 def local_problems(config: Config) -> list[str]:
     """The folder, free-space and ledger problems, each one sentence with the next step."""
     return [*_inbox(config.inbox.path), *_outbox(config.outbox.path), *_ledger(config.state.path)]
+
+
+def check_retry() -> RetryPolicy:
+    """The retry policy of `check`, which a person watches: a connection that cannot be made is
+    said at once instead of being tried again for half a minute; 429 and 5xx are still retried."""
+    return RetryPolicy(connect=0)
+
+
+def organization(client: QontoClient, root: str) -> dict:
+    """The organization the credentials belong to; when Qonto cannot be reached, one sentence
+    that names the address (an HTML page, a 404 or TLS refused already name `base_url`)."""
+    try:
+        return client.get_organization()
+    except TransientError as exc:
+        if exc.status is not None:  # Qonto answered (429, 5xx): its own words are the right ones
+            raise
+        raise TransientError(f"could not reach Qonto at {root} ({exc.detail}): check `[qonto] base_url` "
+                             "and the network, then run `qonto-agent check` again") from None
 
 
 def remote_problems(client: QontoClient) -> list[str]:

@@ -30,6 +30,7 @@ from agent.inbox.pipeline import Pipeline, Totals
 from agent.inbox.rules import Rules
 from agent.inbox.watcher import Watcher
 from agent.qonto.client import QontoClient
+from agent.qonto.transport import RetryPolicy
 from agent.state.ledger import Heartbeat, Ledger
 from agent.state.tokens import FileTokenStore
 
@@ -72,9 +73,10 @@ class RunEnd(enum.Enum):
     LEDGER_BUSY = "ledger busy"  # another process held the ledger locked too long: start again later
 
 
-def open_client(config: Config) -> QontoClient:
-    """The client every command uses, keeping rotated OAuth tokens in the file beside the ledger."""
-    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store))
+def open_client(config: Config, retry: RetryPolicy | None = None) -> QontoClient:
+    """The client every command uses, keeping rotated OAuth tokens in the file beside the ledger;
+    `retry` replaces the default retry policy (`check` says a refused connection at once)."""
+    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store), retry=retry)
 
 
 class SyncSchedule(threading.Thread):

@@ -42,7 +42,7 @@ from agent.base.errors import (
     TransientError,
 )
 from agent.base.times import rfc3339
-from agent.qonto.bulk import UploadItem
+from agent.qonto.bulk import UploadItem, named_items
 from agent.qonto.client import FRESH_LINK_TRIES, QontoClient
 from agent.state.tokens import FileTokenStore
 from agent.qonto.pause import CredentialsPause
@@ -583,6 +583,57 @@ def test_a_whole_bulk_refusal_raises(rsps, client, pdfs):
         client.upload_bulk(pdfs("a.pdf"))
 
 
+def test_errors_in_the_2025_shape_list_source_and_details_land_on_their_items(rsps, client, pdfs):
+    """Qonto's 2025 examples: `source` a list of objects, the words in `details`, a pointer by position."""
+    items = pdfs("a.pdf", "b.pdf", "c.pdf")
+    rsps.post(BULK, json={"supplier_invoices": [{"id": "inv-b", "file_name": "b.pdf"}], "errors": [
+        {"code": "invalid", "details": "File type is not supported",
+         "source": [{"pointer": "/supplier_invoices/0/file"}]},
+        {"code": "invalid", "details": ["File is empty"],
+         "source": [{"pointer": "/supplier_invoices/idempotency_key/key-2/file"}]},
+    ]})
+    results = client.upload_bulk(items)
+    assert [r.outcome for r in results] == ["rejected", "created", "rejected"]
+    assert results[0].errors == ({"code": "invalid", "detail": "File type is not supported"},)
+    assert results[2].errors == ({"code": "invalid", "detail": "File is empty"},)
+
+
+def test_an_error_naming_no_item_belongs_to_the_only_item_without_an_invoice(rsps, client, pdfs):
+    rsps.post(BULK, json={"supplier_invoices": [{"id": "inv-a", "file_name": "a.pdf"}],
+                          "errors": [{"code": "invalid", "detail": "File is encrypted"}]})
+    results = client.upload_bulk(pdfs("a.pdf", "b.pdf"))
+    assert [r.outcome for r in results] == ["created", "rejected"]
+    assert results[1].errors == ({"code": "invalid", "detail": "File is encrypted"},)
+
+
+def test_a_whole_bulk_refusal_carries_its_pointers_and_words(rsps, client, pdfs):
+    items = pdfs("a.pdf", "b.pdf")
+    rsps.post(BULK, status=400, json={"errors": [
+        {"code": "required", "details": "File is required", "source": [{"pointer": "/supplier_invoices/1/file"}]}]})
+    with pytest.raises(RequestRejected) as caught:
+        client.upload_bulk(items)
+    assert (caught.value.code, caught.value.detail) == ("required", "File is required")
+    assert named_items(items, caught.value.pointers) == [1]
+    assert named_items(items, ["/supplier_invoices/idempotency_key/key-0/file", "/supplier_invoices/7/file",
+                               "/idempotency_key", "/supplier_invoices"]) == [0]
+
+
+def test_a_200_that_refuses_the_whole_request_is_a_whole_refusal(rsps, client, pdfs):
+    """Qonto's older material lists `limit_reached` among the item errors of a 200."""
+    error = {"code": "limit_reached", "detail": "At most 20", "source": {"pointer": "/supplier_invoices"}}
+    rsps.post(BULK, json={"supplier_invoices": [], "errors": [error]})
+    items = pdfs("a.pdf", "b.pdf")
+    with pytest.raises(RequestRejected, match="as a whole; Qonto said: At most 20") as caught:
+        client.upload_bulk(items)
+    assert caught.value.code == "limit_reached" and named_items(items, caught.value.pointers) == []
+
+
+def test_a_404_where_qonto_always_answers_is_the_wrong_address(rsps, client, pdfs):
+    rsps.post(BULK, status=404, json=error_body("not_found", "No route"))
+    with pytest.raises(HTMLAnswerError, match=r"404 Not Found for /v2/supplier_invoices/bulk .*`\[qonto\] base_url`"):
+        client.upload_bulk(pdfs("a.pdf"))
+
+
 # --- listing -------------------------------------------------------------------------------
 
 LIST = f"{ROOT}/v2/supplier_invoices"
@@ -884,7 +935,7 @@ def test_no_secret_in_any_error_or_log(tmp_path, pdfs, caplog):
     scenarios = [
         (dict(status=401, json=error_body("unauthorized", echo, trace_id=SECRET_KEY)), CredentialsError),
         (dict(status=403, json=error_body("forbidden", echo)), PermissionDenied),
-        (dict(status=404, json=error_body(echo, echo)), RequestRejected),
+        (dict(status=404, json=error_body(echo, echo)), HTMLAnswerError),  # these endpoints always exist
         (dict(status=422, json=error_body("invalid", echo)), RequestRejected),
         (dict(status=429, json=error_body("too_many_requests", echo)), RateLimited),
         (dict(status=500, json=error_body("internal_server_error", echo)), TransientError),

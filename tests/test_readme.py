@@ -82,3 +82,22 @@ def test_configuration_reference_lists_every_key_of_the_example_with_its_default
             assert row is not None, f"[{section}] {key} is missing from the README's reference"
             shown = json.dumps(value) if isinstance(value, list) else tomli_w.dumps({"v": value}).strip()[4:]
             assert f"`{shown}`" in row, f"[{section}] {key}: the README shows another default"
+
+
+def test_ci_installs_exactly_the_lowest_versions_pyproject_allows():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["test"]
+    bounds = {}
+    for requirement in requirements:
+        name, _, version = requirement.partition(">=")
+        assert version and "," not in version, f"{requirement}: give every dependency a tested lower bound"
+        bounds[name.strip().lower().replace("_", "-")] = version.strip()
+    pins = {}
+    for line in (REPO / ".ci" / "floors.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    assert pins == bounds
+    assert "-c .ci/floors.txt" in (REPO / ".ci" / "run").read_text()

@@ -215,14 +215,13 @@ def test_fields_in_item_order_pair_keys_with_their_files(sb: Sandbox) -> None:
 def test_all_keys_then_all_files_mis_pairs_items_like_rails(sb: Sandbox) -> None:
     keys = [("supplier_invoices[][idempotency_key]", k) for k in ("key-1", "key-2")]
     files = [("supplier_invoices[][file]", (name, pdf_bytes(name))) for name in ("one.pdf", "two.pdf")]
-    answer = post_bulk(sb, keys + files).json()
-    # Grouped as {key-1}, {key-2, one.pdf}, {two.pdf}.
-    assert [invoice["file_name"] for invoice in answer["supplier_invoices"]] == ["one.pdf"]
-    assert sb.uploads_by_key() == {"key-2": answer["supplier_invoices"][0]["id"]}
-    assert sorted(error["code"] for error in answer["errors"]) == ["required", "required"]
-    pointers = {error["source"]["pointer"] for error in answer["errors"]}
-    assert "/supplier_invoices/idempotency_key/key-1/file" in pointers
-    assert sb.request_log()[-1].items == 3
+    answer = post_bulk(sb, keys + files)
+    # Grouped as {key-1}, {key-2, one.pdf}, {two.pdf}: the first item has no file, so the whole
+    # request is refused, as Qonto's reference says.
+    assert answer.status_code == 400
+    [error] = answer.json()["errors"]
+    assert (error["code"], error["detail"], error["source"]) == ("required", "File is required", {"pointer": "/file"})
+    assert sb.invoice_count() == 0 and sb.request_log()[-1].items == 3
 
 
 def test_new_invoice_shape(sb: Sandbox) -> None:
@@ -275,10 +274,32 @@ def test_a_replayed_key_returns_the_same_invoice_until_the_window_ends(make_sand
 
 
 def test_more_than_20_items_are_refused_with_limit_reached(sb: Sandbox) -> None:
-    answer = upload(sb, *[(f"k{i}", f"{i}.pdf") for i in range(21)])
-    assert answer["supplier_invoices"] == []
-    assert [error["code"] for error in answer["errors"]] == ["limit_reached"]
+    answer = post_bulk(sb, [part for i in range(21) for part in item(f"k{i}", f"{i}.pdf")])
+    assert answer.status_code == 400
+    [error] = answer.json()["errors"]
+    assert (error["code"], error["source"]) == ("limit_reached", {"pointer": "/supplier_invoices"})
+    assert answer.json()["trace_id"] == answer.headers["X-Tyk-Trace-Id"]
     assert sb.invoice_count() == 0 and sb.request_log()[-1].items == 21
+
+
+def test_an_item_without_key_refuses_the_whole_request(sb: Sandbox) -> None:
+    parts = item("k-first", "first.pdf") + item(None, "nokey.pdf")  # last: a key after it would join its item
+    answer = post_bulk(sb, parts)
+    assert answer.status_code == 400
+    [error] = answer.json()["errors"]
+    assert (error["code"], error["detail"], error["source"]) == (
+        "required", "Idempotency key is required", {"pointer": "/idempotency_key"})
+    assert sb.invoice_count() == 0
+
+
+def test_errors_in_the_other_published_shape(make_sandbox: Callable[..., Sandbox]) -> None:
+    sb = make_sandbox(error_source_list=True, error_details=True)
+    body = post_bulk(sb, item("k-text", "notes.pdf", b"hello, not a pdf") + item("k-ok", "ok.pdf")).json()
+    [error] = body["errors"]
+    assert error["source"] == [{"pointer": "/supplier_invoices/idempotency_key/k-text/file"}]
+    assert "unsupported" in error["details"] and "detail" not in error
+    whole = post_bulk(sb, [part for i in range(21) for part in item(f"k{i}", f"{i}.pdf")]).json()
+    assert whole["errors"][0]["source"] == [{"pointer": "/supplier_invoices"}] and whole["errors"][0]["details"]
 
 
 def test_a_file_over_10_mb_is_invalid_and_the_others_are_created(sb: Sandbox) -> None:
@@ -293,28 +314,30 @@ def test_a_file_over_10_mb_is_invalid_and_the_others_are_created(sb: Sandbox) ->
     assert error["source"]["pointer"] == "/supplier_invoices/idempotency_key/k-big/file"
 
 
-def test_a_request_over_15_mb_is_refused_with_413(sb: Sandbox) -> None:
+@pytest.mark.parametrize("proxy, status, code", [(False, 400, "bad_request"), (True, 413, "request_entity_too_large")])
+def test_a_request_over_15_mb_is_refused_as_too_large(make_sandbox: Callable[..., Sandbox], proxy: bool,
+                                                      status: int, code: str) -> None:
+    sb = make_sandbox(too_large_413=proxy)
     parts = item("k1", "1.pdf", pdf_bytes("1", 8 * 1024 * 1024)) + item("k2", "2.pdf", pdf_bytes("2", 8 * 1024 * 1024))
     answer = post_bulk(sb, parts)
-    assert answer.status_code == 413 and answer.json()["errors"][0]["code"]
+    assert answer.status_code == status and answer.json()["errors"][0]["code"] == code
+    assert proxy or answer.json()["errors"][0]["detail"] == "Request is too large"
     assert sb.invoice_count() == 0
 
 
-def test_per_item_errors_unsupported_type_missing_key_and_reject(make_sandbox: Callable[..., Sandbox]) -> None:
+def test_per_item_errors_unsupported_type_and_reject(make_sandbox: Callable[..., Sandbox]) -> None:
     sb = make_sandbox(reject=lambda name, data: "encrypted PDF" if name == "locked.pdf" else None)
     parts = (
         item("k-text", "notes.pdf", b"hello, not a pdf")
         + item("k-locked", "locked.pdf")
         + item("k-png", "scan.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
         + item("k-jpg", "photo.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 20)
-        + item(None, "nokey.pdf")  # last: a key after it would join its item
     )
     body = post_bulk(sb, parts).json()
     errors = {error["source"]["pointer"]: (error["code"], error["detail"]) for error in body["errors"]}
     assert errors["/supplier_invoices/idempotency_key/k-text/file"][0] == "invalid"
     assert "unsupported" in errors["/supplier_invoices/idempotency_key/k-text/file"][1]
     assert errors["/supplier_invoices/idempotency_key/k-locked/file"] == ("invalid", "encrypted PDF")
-    assert errors["/supplier_invoices/idempotency_key"][0] == "required"
     assert [invoice["file_name"] for invoice in body["supplier_invoices"]] == ["scan.png", "photo.jpg"]
     contents = [api_get(sb, f"/v2/attachments/{i['attachment_id']}").json() for i in body["supplier_invoices"]]
     assert [c["attachment"]["file_content_type"] for c in contents] == ["image/png", "image/jpeg"]

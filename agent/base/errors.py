@@ -49,7 +49,8 @@ class QontoError(AgentError):
     """Qonto (or the network on the way to it) did not do what we asked.
 
     `code`, `detail` and `trace_id` come from Qonto's JSON:API error body when there is one;
-    support asks for the trace id, so it is part of the message.
+    support asks for the trace id, so it is part of the message. `pointers` are its errors'
+    `source.pointer`s: a whole-request refusal of a bulk upload may name the item at fault.
     """
 
     permanent = False
@@ -62,6 +63,7 @@ class QontoError(AgentError):
         code: str | None = None,
         detail: str | None = None,
         trace_id: str | None = None,
+        pointers: tuple[str, ...] = (),
     ) -> None:
         if trace_id:
             message = f"{message} (trace id {trace_id})"
@@ -70,6 +72,7 @@ class QontoError(AgentError):
         self.code = code
         self.detail = detail
         self.trace_id = trace_id
+        self.pointers = pointers
 
 
 class TransientError(QontoError):
@@ -107,7 +110,8 @@ class PermissionDenied(NeedsPerson):
 
 
 class HTMLAnswerError(NeedsPerson):
-    """The API answered with an HTML page: a wrong base_url or a missing sandbox staging token."""
+    """Something other than the Qonto API answered: an HTML page, a 404 where Qonto always has an
+    endpoint, a server that does not speak TLS. A wrong base_url or a missing sandbox staging token."""
 
 
 class RequestRejected(QontoError):

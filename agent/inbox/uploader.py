@@ -27,7 +27,7 @@ from agent.inbox.reconcile import Reconciler
 from agent.inbox.rules import Rules
 from agent.inbox.settle import Ready, Refused
 from agent.inbox.trouble import LEDGER, FolderTrouble
-from agent.qonto.bulk import UploadItem
+from agent.qonto.bulk import UploadItem, after_refusal, named_items
 from agent.qonto.client import QontoClient
 from agent.state.ledger import AttemptOutcome, Ledger
 
@@ -169,14 +169,13 @@ class Uploader:
                 outcome.retry.append(self._release(item, f"paused: {exc}"))
             outcome.paused = exc
             return
-        except RequestRejected as exc:
-            if len(items) > 1:  # one item spoiled the request: halve until it stands alone
-                half = len(items) // 2
-                self._upload(items[:half], outcome)
-                self._upload(items[half:], outcome)
-                return
-            self._reject(items[0], [{"code": exc.code or f"http_{exc.status}", "detail": exc.detail or str(exc)}],
-                         outcome)
+        except RequestRejected as exc:  # refused as a whole: file the items it names, send the rest again
+            refused, resend = after_refusal(len(items), named_items(uploads, exc.pointers))
+            errors = [{"code": exc.code or f"http_{exc.status}", "detail": exc.detail or str(exc)}]
+            for i in refused:
+                self._reject(items[i], errors, outcome)
+            for part in resend:
+                self._upload([items[i] for i in part], outcome)
             return
         except QontoError as exc:  # transient after the client's own retries
             for item in items:

@@ -49,24 +49,45 @@ def attachment_link(attachment: dict) -> str:
 
 
 def error_info(response: requests.Response, body: dict | None, redact: Callable[[Any], str | None]) -> dict[str, Any]:
-    """Status, Qonto's first error code and detail, and the trace id, for a QontoError.
+    """Status, Qonto's first error code and words, every error's pointer, and the trace id, for a QontoError.
 
     JSON:API bodies (`errors`) for the API; OAuth bodies (`error`, `error_description`) for the
     token endpoint. Each text passes through `redact`, because it may be shown.
     """
     body = body or {}
-    errors = body.get("errors")
-    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    listed = body.get("errors")
+    errors = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+    first = errors[0] if errors else {}
     return {
         "status": response.status_code,
         "code": redact(first.get("code") or body.get("error")),
-        "detail": redact(first.get("detail") or first.get("title") or body.get("error_description")),
+        "detail": redact(error_words(first) or body.get("error_description")),
         "trace_id": redact(body.get("trace_id") or response.headers.get("X-Tyk-Trace-Id")),
+        "pointers": tuple(redact(p) or "" for error in errors for p in pointers(error)),
     }
 
 
-def not_the_api(root: str, setting: str, what: str, **info: Any) -> HTMLAnswerError:
+def pointers(error: dict) -> list[str]:
+    """An error's `source.pointer`s: Qonto documents `source` both as an object and as a list of them."""
+    source = error.get("source")
+    sources = source if isinstance(source, list) else [source]
+    return [s["pointer"] for s in sources if isinstance(s, dict) and isinstance(s.get("pointer"), str)]
+
+
+def error_words(error: dict) -> str | None:
+    """An error's message: `detail`, or `details` as one of Qonto's published examples has it
+    (text or a list of texts), else `title`."""
+    for key in ("detail", "details", "title"):
+        value = error.get(key)
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value if v)
+        if value:
+            return str(value)
+    return None
+
+
+def not_the_api(root: str, setting: str, what: str, *, staging_hint: bool = True, **info: Any) -> HTMLAnswerError:
     """The error for an answer that did not come from the Qonto API, naming the setting to check."""
+    hint = "; for the Qonto sandbox, set `[qonto] staging_token` (or QONTO_STAGING_TOKEN)" if staging_hint else ""
     return HTMLAnswerError(
-        f"the server at {root} answered with {what} instead of the Qonto API: check `[qonto] {setting}`; "
-        "for the Qonto sandbox, set `[qonto] staging_token` (or QONTO_STAGING_TOKEN)", **info)
+        f"the server at {root} answered with {what} instead of the Qonto API: check `[qonto] {setting}`{hint}", **info)

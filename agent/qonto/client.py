@@ -33,7 +33,7 @@ from agent.config import MAX_CONCURRENCY, QontoConfig, check_credentials
 from agent.qonto import limits
 from agent.qonto.answers import attachment_link, check_download, error_info, is_html, json_object, not_the_api
 from agent.qonto.auth import NoAuth, OAuthTokens, QontoAuth, TokenStore, api_refused_hint, refresh_refused_hint
-from agent.qonto.bulk import ItemResult, UploadItem, check_batch, map_results
+from agent.qonto.bulk import ItemResult, UploadItem, check_batch, check_whole, map_results
 from agent.qonto.download import announced_size, save_exact
 from agent.qonto.listing import InvoiceList, Page
 from agent.qonto.multipart import bulk_body
@@ -43,6 +43,8 @@ from agent.qonto.transport import RetryPolicy, Transport, parse_retry_after, rea
 
 log = logging.getLogger("agent.qonto")
 
+# Endpoints Qonto always serves: a 404 on one of them means a wrong `base_url`, not a missing thing.
+ALWAYS_THERE = frozenset({"/v2/organization", "/v2/supplier_invoices", "/v2/supplier_invoices/bulk"})
 FRESH_LINK_TRIES = 3  # times an expired attachment link is replaced before giving up
 
 
@@ -124,6 +126,8 @@ class QontoClient:
         `bulk.map_results` says. "unknown" is safe to resend with the same key while Qonto still
         knows it: no attempt leaves after `resend_until` (wall clock; KeyWindowPassed instead).
 
+        A request refused as a whole (a 400, or a 200 saying `limit_reached`) raises RequestRejected,
+        whose `pointers` may name the item at fault (`bulk.named_items`).
         Raises ValueError for more than 20 items or a repeated key, OSError if a file cannot be read.
         """
         check_batch(items)
@@ -135,6 +139,7 @@ class QontoClient:
             answer = self._api("POST", "/v2/supplier_invoices/bulk", data=body, size=len(body), urgent=True,
                                headers={"Content-Type": content_type},
                                action="the invoice upload", scope="supplier_invoice.write")
+        check_whole(answer, self._redact)
         return map_results(items, answer)
 
     def iter_pages(
@@ -219,11 +224,13 @@ class QontoClient:
         try:
             if self._oauth:
                 self._oauth.ensure_fresh()
-            response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
+            response = self._send(method, url, auth=self._auth, allow_redirects=False, setting="base_url", **kwargs)
             if (response.status_code == 401 and self._oauth
                     and self._oauth.recover(response.request.headers.get("Authorization", ""))):
-                response = self._send(method, url, auth=self._auth, allow_redirects=False, **kwargs)
-            return self._answer(response, action=action, scope=scope)
+                response = self._send(method, url, auth=self._auth, allow_redirects=False, setting="base_url",
+                                      **kwargs)
+            return self._answer(response, action=action, scope=scope,
+                                endpoint=path if path in ALWAYS_THERE else None)
         except NeedsPerson as exc:
             self._refusal.note(str(exc), self.pause_for())
             raise
@@ -234,7 +241,8 @@ class QontoClient:
         form = {"grant_type": "refresh_token", "client_id": config.client_id,
                 "client_secret": config.client_secret, "refresh_token": refresh_token}
         response = self._send("POST", config.token_url, data=form, auth=self._token_auth, allow_redirects=False,
-                              headers={"Accept": "application/json"}, urgent=True)  # every request waits for it
+                              headers={"Accept": "application/json"}, urgent=True,  # every request waits for it
+                              setting="token_url")
         if response.status_code in (400, 401):
             raise self._refused(response, refresh_refused_hint(response.status_code))
         answer = self._answer(response, action="the OAuth token refresh", scope="offline_access",
@@ -243,16 +251,18 @@ class QontoClient:
             raise not_the_api(config.token_url, "token_url", "JSON without `access_token`")
         return answer
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """One call to the API (or the token endpoint), its answer read whole up to the size cap."""
+    def _send(self, method: str, url: str, *, setting: str | None = None, **kwargs: Any) -> requests.Response:
+        """One call to the API (or the token endpoint), its answer read whole up to the size cap.
+        `setting` names the configuration key the URL comes from (TLS refused there is its fault)."""
         return self._http.call(method, url, lambda response: read_capped(response, limits.MAX_ANSWER_BYTES, "Qonto"),
-                               **kwargs)
+                               setting=setting, **kwargs)
 
     def _answer(
         self, response: requests.Response, *, action: str, scope: str,
-        root: str | None = None, setting: str = "base_url",
+        root: str | None = None, setting: str = "base_url", endpoint: str | None = None,
     ) -> dict:
-        """The JSON body of a successful answer, or the error that says what to do about it."""
+        """The JSON body of a successful answer, or the error that says what to do about it.
+        `endpoint` is a path Qonto always serves: a 404 there means the address is wrong."""
         status = response.status_code
         body = json_object(response)
         info = error_info(response, body, self._redact)
@@ -267,6 +277,9 @@ class QontoClient:
         if 300 <= status < 400 or body is None:
             what = "a redirect" if 300 <= status < 400 else "a web page" if is_html(response) else "something not JSON"
             raise not_the_api(root or self._config.api_root, setting, what, **info)
+        if status == 404 and endpoint:
+            raise not_the_api(root or self._config.api_root, setting, f"404 Not Found for {endpoint}",
+                              staging_hint=False, **info)
         if status == 401:
             raise self._refused(response, api_refused_hint(self._oauth is not None))
         self._brake.release()

@@ -11,6 +11,8 @@ import email.utils
 import logging
 import math
 import random
+import socket
+import ssl
 import threading
 import time
 from contextlib import contextmanager
@@ -19,9 +21,9 @@ from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
-from agent.base.errors import KeyWindowPassed, TransientError
+from agent.base.errors import HTMLAnswerError, KeyWindowPassed, TransientError
 from agent.qonto.deadline import Deadline, DeadlineAdapter, deadline_seconds
 from agent.qonto.ratelimit import RateLimiter
 
@@ -63,6 +65,7 @@ class RetryPolicy:
     """
 
     total: int = 5
+    connect: int | None = None  # retries of a connection that cannot be made (None: as `total`)
     backoff_factor: float = 1.0
     backoff_max: float = 20.0
     backoff_jitter: float = 1.0
@@ -122,17 +125,19 @@ class Transport:
         self.session.close()
 
     def call(self, method: str, url: str, read: Callable[[requests.Response], T], *,
-             urgent: bool = False, size: int = 0, **kwargs: Any) -> T:
+             urgent: bool = False, size: int = 0, setting: str | None = None, **kwargs: Any) -> T:
         """Send until an answer is final, and hand it to `read` within the attempt's deadline.
 
         An attempt has `deadline_seconds(timeout, size)` in all, `size` being the bytes expected
         to travel. Running out of it ends the call at once, without a retry: a server that slow
         is tried again later, not in a few seconds. The last answer of a retried status is
         handed to `read` too, so the caller says what it means. `urgent` goes first in the budget.
+        `setting` names the configuration key `url` comes from (see `network_errors`).
         """
         seconds = deadline_seconds(self._timeout, size)
         retry = 1
-        while isinstance(outcome := self._attempt(method, url, read, urgent, seconds, retry, **kwargs), _Again):
+        while isinstance(outcome := self._attempt(method, url, read, urgent, seconds, retry, setting, **kwargs),
+                         _Again):
             log.info("%s %s; retry %d of %d in %s", self.who, outcome.why, retry, self._retry.total,
                      _seconds(outcome.wait))
             time.sleep(outcome.wait)
@@ -140,12 +145,12 @@ class Transport:
         return outcome
 
     def _attempt(self, method: str, url: str, read: Callable[[requests.Response], T], urgent: bool,
-                 seconds: float, retry: int, **kwargs: Any) -> T | _Again:
+                 seconds: float, retry: int, setting: str | None, **kwargs: Any) -> T | _Again:
         final = retry > self._retry.total
         body = kwargs.get("data")
         if hasattr(body, "seek"):
             body.seek(0)  # a streamed body sent again starts over
-        with self._slot(urgent), network_errors(url, self._redact), Deadline(seconds) as deadline, \
+        with self._slot(urgent), network_errors(url, self._redact, setting), Deadline(seconds) as deadline, \
                 self._too_slow(deadline):
             try:
                 started = time.monotonic()
@@ -160,7 +165,8 @@ class Transport:
                     why = f"answered {status}{' (rate limited)' if status == 429 else ''}"
                     return _Again(why, self._retry.delay(retry, retry_after))
             except NETWORK_FAILURES as exc:
-                if final or deadline.expired or isinstance(exc, requests.exceptions.SSLError):
+                if (final or deadline.expired or isinstance(exc, requests.exceptions.SSLError)
+                        or (self._retry.connect is not None and retry > self._retry.connect and _not_connected(exc))):
                     raise
                 return _Again(f"did not answer ({_reason(exc)})", self._retry.delay(retry))
 
@@ -222,6 +228,12 @@ def content_length(response: requests.Response) -> int | None:
     return length if length >= 0 else None
 
 
+def _not_connected(exc: Exception) -> bool:
+    """No connection could be made (refused, unreachable, timed out connecting): nothing was sent."""
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(_innermost(exc), (ConnectionRefusedError,
+                                                                                   NewConnectionError))
+
+
 def _reason(exc: Exception) -> str:
     """A few words for a failed attempt, without its URL."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -238,16 +250,56 @@ def _seconds(wait: float) -> str:
 
 
 @contextmanager
-def network_errors(url: str, redact: Callable[[Any], str | None]) -> Iterator[None]:
-    """Network failures that outlasted the retries become a TransientError naming only the host."""
+def network_errors(url: str, redact: Callable[[Any], str | None], setting: str | None = None) -> Iterator[None]:
+    """Network failures that outlasted the retries, said in a few words naming only the host.
+
+    They are a TransientError, except a TLS failure (other than a cut connection) on the way to a
+    URL that comes from the configuration (`setting`): https to a server that speaks plain http,
+    or a certificate that is not trusted, is not cured by waiting, so it is a configuration error.
+    """
     try:
         yield
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        cause = exc.args[0] if exc.args else exc
-        reason = getattr(cause, "reason", cause)  # urllib3's MaxRetryError wraps the real reason
-        raise TransientError(
-            f"no answer from {urlsplit(url).hostname} ({type(reason).__name__}: {redact(reason)}): "
-            "it will be tried again later") from None
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+        cause = _innermost(exc)
+        words = _in_words(cause, redact)
+        if setting and isinstance(cause, ssl.SSLError) and not isinstance(cause, _CUT_TLS):
+            raise HTMLAnswerError(
+                f"the secure (TLS) connection to {where} failed ({words}): check `[qonto] {setting}` "
+                "(https:// needs a server that speaks TLS; the local sandbox speaks http://)") from None
+        raise TransientError(f"no answer from {where} ({words}): it will be tried again later",
+                             detail=f"no answer from {where}: {words}") from None
+
+
+_CUT_TLS = (ssl.SSLEOFError, ssl.SSLZeroReturnError)  # the connection was cut: the network, not the address
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The error under requests' and urllib3's wrappers (a refused connection, a TLS alert, a timeout)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        reason = getattr(exc, "reason", None)
+        first = exc.args[0] if exc.args else None
+        inner = next((e for e in (reason, exc.__cause__, first) if isinstance(e, BaseException)), None)
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def _in_words(cause: BaseException, redact: Callable[[Any], str | None]) -> str:
+    """A few words for a network failure: "connection refused", "timed out", "host name not found"."""
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS: {cause.reason or cause.strerror or cause}"
+    if isinstance(cause, socket.gaierror):
+        return "host name not found"
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return f"{type(cause).__name__}: {redact(cause)}"
 
 
 def parse_retry_after(value: str) -> float | None:

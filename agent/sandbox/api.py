@@ -14,9 +14,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs
 
-from agent.qonto.limits import MAX_FILE_BYTES, MAX_ITEMS, MAX_REQUEST_BYTES
+from agent.qonto.limits import MAX_FILE_BYTES
 from agent.sandbox.answers import (
     HTML_PAGE,
     Request,
@@ -158,9 +159,13 @@ class Api:
         return json_answer(200, {"organization": organization})
 
     def _bulk_upload(self, req: Request, match: re.Match[str]) -> Response:
-        """`POST /v2/supplier_invoices/bulk`: always 200 once the request as a whole is understood."""
-        if len(req.body) > MAX_REQUEST_BYTES:
-            return api_error(req, 413, "request_entity_too_large", "The request is larger than 15 MB")
+        """`POST /v2/supplier_invoices/bulk`: 200 with per-item errors once the request as a whole is
+        understood; 400 with Qonto's codes and pointers when it is not (over 15 MB, more than 20
+        items, an item without key or without file)."""
+        if len(req.body) > self.settings.max_request_bytes:
+            if self.settings.too_large_413:
+                return api_error(req, 413, "request_entity_too_large", "The request is larger than 15 MB")
+            return self._bulk_refusal(req, "bad_request", "Request is too large", None)
         try:
             items, top = group_items(parse_multipart(req.headers.get("Content-Type", ""), req.body))
         except ValueError as exc:
@@ -169,10 +174,14 @@ class Api:
         req.idempotency_keys = tuple(key for item in items if (key := item_key(item)))
         if not items:
             return api_error(req, 400, "required", "supplier_invoices is required", parameter="supplier_invoices")
-        if len(items) > MAX_ITEMS:
-            detail = f"At most {MAX_ITEMS} supplier invoices can be uploaded at once, got {len(items)}"
-            error = {"code": "limit_reached", "detail": detail, "source": {"pointer": "/supplier_invoices"}}
-            return json_answer(200, {"supplier_invoices": [], "errors": [error]})
+        if len(items) > self.settings.max_items:
+            detail = f"At most {self.settings.max_items} supplier invoices can be uploaded at once, got {len(items)}"
+            return self._bulk_refusal(req, "limit_reached", detail, "/supplier_invoices")
+        for fields in items:
+            if item_key(fields) is None:
+                return self._bulk_refusal(req, "required", "Idempotency key is required", "/idempotency_key")
+            if "file" not in fields and "attachment_id" not in fields:
+                return self._bulk_refusal(req, "required", "File is required", "/file")
         try:
             meta = json.loads(top["meta"]) if isinstance(top.get("meta"), str) else None
         except ValueError:
@@ -182,25 +191,38 @@ class Api:
         invoices, errors = self._store.upload(
             checked, source=source, meta=meta, key_window=self.settings.key_window_seconds, keep_files=self.settings.keep_files
         )
-        return json_answer(200, {"supplier_invoices": invoices, "errors": errors})
+        return json_answer(200, {"supplier_invoices": invoices, "errors": [self._shaped(e) for e in errors]})
+
+    def _bulk_refusal(self, req: Request, code: str, detail: str, pointer: str | None) -> Response:
+        """A whole bulk request refused with 400, as Qonto's reference describes it."""
+        error: dict[str, Any] = {"code": code, "detail": detail}
+        if pointer is not None:
+            error["source"] = {"pointer": pointer}
+        return json_answer(400, {"errors": [self._shaped(error)], "trace_id": req.trace_id})
+
+    def _shaped(self, error: dict[str, Any]) -> dict[str, Any]:
+        """A bulk error in the shape the settings ask for: `source` as a list, `details` for `detail`."""
+        shaped = dict(error)
+        if self.settings.error_details:
+            shaped["details"] = shaped.pop("detail")
+        if self.settings.error_source_list and "source" in shaped:
+            shaped["source"] = [shaped["source"]]
+        return shaped
 
     def _check_item(self, fields: dict[str, str | FilePart]) -> Item:
-        """The checks of one item that need no shared state (size, type, `reject`)."""
+        """The checks of one item that need no shared state (size, type, `reject`); the item has a key
+        and a file or an attachment id (a request with one that has not is refused as a whole)."""
         key = item_key(fields)
         attachment_id = fields.get("attachment_id")
         attachment_id = attachment_id if isinstance(attachment_id, str) else None
         file = fields.get("file")
         content_type = _sniff(file.data) if isinstance(file, FilePart) else None
         error: tuple[str, str] | None = None
-        if key is None:
-            error = ("required", "idempotency_key is required")
-        elif file is not None and attachment_id is not None:
+        if file is not None and attachment_id is not None:
             error = ("invalid", "Give either a file or an attachment_id, not both")
         elif attachment_id is not None:
             return Item(key, None, attachment_id, None, None)
-        elif file is None:
-            error = ("required", "file is required")
-        elif isinstance(file, str):
+        elif isinstance(file, str) or file is None:
             error = ("invalid", "file must be a file part with a filename")
         elif len(file.data) > MAX_FILE_BYTES:
             error = ("invalid", f"file too large: {len(file.data)} bytes, the limit is {MAX_FILE_BYTES} (10 MB)")

@@ -9,9 +9,12 @@ Qonto API facts, qonto-api.md) over real HTTP, with Qonto's quirks reproduced on
   HTML login page, like Qonto's own sandbox. `html_mode` answers every request with an HTML page
   (what a wrong `base_url` looks like).
 - `POST /v2/supplier_invoices/bulk`: multipart parsed and grouped Rails-style (so fields sent in
-  the wrong order are mis-paired, as on Qonto), at most 20 items, 10 MB per file, 15 MB per
-  request, per-item errors inside an HTTP 200, idempotency keys remembered for
-  `key_window_seconds` after a successful creation.
+  the wrong order are mis-paired, as on Qonto), 10 MB per file, per-item errors inside an HTTP
+  200, idempotency keys remembered for `key_window_seconds` after a successful creation. Whole-
+  request failures answer 400 with the codes and pointers of Qonto's reference: more than 20
+  items (`limit_reached`), an item without key or file (`required`), over 15 MB (`bad_request`;
+  `too_large_413` answers 413 as a proxy may). `error_source_list` and `error_details` give the
+  errors the other shape Qonto's published examples show (`source` a list, `details`).
 - Invoices are "analysed" `analysis_delay_seconds` after creation: supplier, number, amount and
   dates get filled and `updated_at` moves. This happens lazily, at the start of every request and
   of every inspection call, so the sandbox needs no background thread.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.qonto.limits import KEY_WINDOW_SECONDS, URL_TTL_SECONDS
+from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS, MAX_REQUEST_BYTES, URL_TTL_SECONDS
 from agent.sandbox.faults import Faults
 
 
@@ -36,6 +36,11 @@ class SandboxSettings:
     html_mode: bool = False
     denied_scopes: Iterable[str] = ()  # OAuth scopes the credentials lack: their endpoints answer 403
     request_log_limit: int | None = None  # keep only the latest N request records (read at start)
+    max_items: int = MAX_ITEMS  # Qonto's limits on a bulk request; lower them to see a client split batches
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    too_large_413: bool = False  # over 15 MB: 413, as a proxy in front of Qonto may answer (else Qonto's 400)
+    error_source_list: bool = False  # bulk errors' `source` as a list of objects, as Qonto's 2025 examples
+    error_details: bool = False  # bulk errors' message in `details`, as one of Qonto's 2025 examples
 
     def __post_init__(self) -> None:
         """`faults=None` means no faults, as `Sandbox(faults=None)` always has."""
