@@ -14,7 +14,9 @@ stopped filing left there is removed before the claim is filed again (`_placehol
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -23,7 +25,7 @@ import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from agent.base import beneath, files as atomic
 from agent.base.beneath import Identity
@@ -86,12 +88,21 @@ class Filing:
         self.own.mkdir()
 
     def close(self) -> None:
-        """Give back what is still claimed (nothing is lost if this never runs: it is adopted)."""
+        """Give back what is still claimed (nothing is lost if this never runs: it is adopted). What
+        the inbox refuses back (read-only, full) stays claimed, and the next start adopts it."""
+        kept = False
         for claim in self.claims():
-            self.release(claim)
-        shutil.rmtree(self.own, ignore_errors=True)
+            try:
+                self.release(claim)
+            except OSError as exc:
+                kept = True
+                log.warning("%s could not be put back in the inbox (%s); it waits in %s and is taken up again at "
+                            "the next start", claim.name, exc.strerror or exc, self.processing)
+        if not kept:
+            shutil.rmtree(self.own, ignore_errors=True)
         self._lock.release()
-        (self.processing / f"{self.id}.lock").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only inbox: the next start removes it
+            (self.processing / f"{self.id}.lock").unlink(missing_ok=True)
 
     # --- claiming ---------------------------------------------------------------------------------
 
@@ -129,12 +140,9 @@ class Filing:
                 dropped_at = int(token.name.split("-", 1)[0]) / 1000
             except ValueError:
                 dropped_at = token.lstat().st_mtime
-            found = []
-            for folder, dirs, names in os.walk(token):  # never descends into a link
-                found += [Path(folder, n) for n in names if not n.startswith(".")]
-                found += [Path(folder, d) for d in dirs if not _is_real_dir(Path(folder, d))]
-            found = [f for f in found if not self._filed_before_a_stop(f)]
-            if not found:
+            unlisted: list[OSError] = []
+            found = [f for f in _entries(token, unlisted.append) if not self._filed_before_a_stop(f)]
+            if not found and not unlisted:  # never removed unless every folder in it could be listed
                 shutil.rmtree(token, ignore_errors=True)
             out.extend(Claim(f, f.relative_to(token), dropped_at) for f in sorted(found))
         return out
@@ -326,6 +334,28 @@ def _fit(stem: str, tail: str, reserve: int) -> str:
 def _is_real_dir(path: Path) -> bool:
     try:
         return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _entries(token: Path, onerror: Callable[[OSError], None]) -> Iterator[Path]:
+    """The files under a claim token, and anything else there that is not a real folder (a link),
+    never entering a link. Walked by descriptor where the platform can: a claim deeper than
+    PATH_MAX is found too."""
+    if hasattr(os, "fwalk"):
+        walk = ((folder, dirs, names, functools.partial(_is_dir_at, fd))
+                for folder, dirs, names, fd in os.fwalk(token, onerror=onerror))
+    else:
+        walk = ((folder, dirs, names, lambda d, f=folder: _is_real_dir(Path(f, d)))
+                for folder, dirs, names in os.walk(token, onerror=onerror))
+    for folder, dirs, names, is_dir in walk:  # each folder's descriptor is open while it is looked at
+        yield from (Path(folder, n) for n in names if not n.startswith("."))
+        yield from (Path(folder, d) for d in dirs if not is_dir(d))
+
+
+def _is_dir_at(folder: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode)
     except OSError:
         return False
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from agent.base import beneath
 from agent.config import InboxConfig
 from agent.inbox.reasons import Unaccepted
 
@@ -74,19 +75,27 @@ class Rules:
         while stack:
             folder = stack.pop()
             try:
-                entries = list(os.scandir(folder))
+                subfolders, found = self._look_in(folder)
             except OSError as exc:
                 if folder == self.root:
                     log.warning("cannot list %s (%s): check that the folder exists and is readable", folder, exc)
-                else:  # said once, and listed by `status`, like any file left aside
-                    yield folder, Unaccepted.UNREADABLE
+                elif not (isinstance(exc, FileNotFoundError) or beneath.is_link_error(exc)):  # not gone, not a link
+                    yield folder, Unaccepted.UNREADABLE  # said once, and listed by `status`, like any file left aside
                 continue
-            rel_dir = folder.relative_to(self.root)
-            for entry in entries:
-                path = Path(entry.path)
+            stack.extend(subfolders)
+            yield from found
+
+    def _look_in(self, folder: Path) -> tuple[list[Path], list[tuple[Path, Unaccepted | None]]]:
+        """The subfolders to look into and the files found in `folder`, listed through a descriptor
+        reached without links, so a folder deeper than PATH_MAX is listed too."""
+        rel_dir = folder.relative_to(self.root)
+        subfolders, found = [], []
+        with beneath.folder(self.root, rel_dir.parts) as fd, os.scandir(folder if fd is None else fd) as entries:
+            for entry in entries:  # entries are looked at through `fd`: only while it is open
+                path = folder / entry.name
                 if entry.is_dir(follow_symlinks=False):
                     if not self.prune(rel_dir, entry.name) and (self.recursive or folder == self.root):
-                        stack.append(path)
+                        subfolders.append(path)
                     continue
                 verdict = self.classify(path)
                 if verdict is False:
@@ -95,7 +104,8 @@ class Rules:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # gone meanwhile
-                yield path, problem_of(st, verdict)
+                found.append((path, problem_of(st, verdict)))
+        return subfolders, found
 
     def scan(self) -> Iterator[Path]:
         """Every candidate file under the inbox, never entering the archive or following links."""

@@ -179,20 +179,21 @@ class Settler:
         return Refused(path, identity.size, reasons.refusal(seen.state, identity.size))
 
     def _judge(self, rel: Path, seen: _Seen) -> bool:
-        """Judge the content of the identity seen; False when the file changed meanwhile."""
+        """Judge the content of the identity seen; False when the file changed meanwhile. A file
+        that cannot be opened or read (no permission, a bad sector) is refused as unreadable."""
         try:
             fd, st = beneath.open_file(self.root, rel)
+            try:
+                if Identity.of(st) != seen.identity:
+                    return False
+                judged = judge(fd, st.st_size)
+            finally:
+                os.close(fd)
         except OSError as exc:
             if beneath.is_link_error(exc) or isinstance(exc, FileNotFoundError):
                 return False
             seen.refusal = reasons.unreadable(exc.strerror or str(exc))
             return True
-        try:
-            if Identity.of(st) != seen.identity:
-                return False
-            judged = judge(fd, st.st_size)
-        finally:
-            os.close(fd)
         seen.state = judged.state
         log.debug("%s: %s (%s)", rel, judged.state, judged.why)
         return True

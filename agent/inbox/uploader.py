@@ -133,9 +133,10 @@ class Uploader:
             return False
         try:
             known = self.reconciler.already(item)
-        except QontoError as exc:
+        except (QontoError, OSError) as exc:  # OSError: no room in the claim folder for a candidate's bytes
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             outcome.retry.append(self._release(item, f"waiting to retry: could not check whether an earlier "
-                                                     f"attempt reached Qonto ({exc})"))
+                                                     f"attempt reached Qonto ({why})"))
             return True
         if known is None:
             return False
@@ -235,8 +236,11 @@ class Uploader:
         False when done/ did not take it (it waits in the claim folder)."""
         try:
             if not item.changed():
-                self.filing.to_done(item.claim)
+                filed = self.filing.to_done(item.claim)
                 self.trouble.worked("done/")
+                if filed.name != item.claim.name:
+                    log.info("%s is filed in done/ as %s (that name was taken there, or too long)",
+                             item.claim.name, filed.name)
                 return True
             filed = self.filing.file_snapshot(item.claim, item.snapshot)
         except OSError as exc:
