@@ -43,7 +43,7 @@ def organization(client: QontoClient, root: str) -> dict:
     try:
         return client.get_organization()
     except TransientError as exc:
-        if exc.status is not None:  # Qonto answered (429, 5xx): its own words are the right ones
+        if exc.status is not None or exc.detail is None:  # Qonto answered (429, 5xx), or too slowly: its words
             raise
         raise TransientError(f"could not reach Qonto at {root} ({exc.detail}): check `[qonto] base_url` "
                              "and the network, then run `qonto-agent check` again") from None

@@ -3,6 +3,7 @@ waiting on conditions, sample PDFs. Public names only; it imports nothing from p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +37,14 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
             extra = on_fail() if on_fail else ""
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {message}\n{extra}")
         time.sleep(interval)
+
+
+def sidecar_of(error_folder: Path, name: str, timeout: float = 10.0) -> dict:
+    """A refused file's `.error.json`, waited for: the agent moves the file first, then writes the
+    sidecar for the name it took (atomically, so once it exists it is whole)."""
+    path = error_folder / f"{name}.error.json"
+    return wait_for(lambda: path.exists() and json.loads(path.read_text(encoding="utf-8")), timeout,
+                    message=path.name)
 
 
 def pdf_bytes(label: str, size: int = 0) -> bytes:

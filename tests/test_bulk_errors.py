@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 import requests
-from support import make_config, pdf_bytes, run_agent, write_pdf
+from support import make_config, pdf_bytes, run_agent, sidecar_of, write_pdf
 
 from agent.sandbox.multipart import group_items, parse_multipart
 from agent.sandbox.server import Sandbox
@@ -29,7 +29,7 @@ def filed(folder: Path) -> list[str]:
 
 
 def sidecar(inbox: Path, name: str) -> dict:
-    return json.loads((inbox / "error" / f"{name}.error.json").read_text())
+    return sidecar_of(inbox / "error", name)
 
 
 def bulk_statuses(sandbox: Sandbox) -> list[int | None]:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from support import AgentProcess, make_config, pdf_bytes, run_agent, wait_for, write_pdf
+from support import AgentProcess, make_config, pdf_bytes, run_agent, sidecar_of, wait_for, write_pdf
 
 from agent.inbox import settle
 from agent.inbox.content import Judgement, judge
@@ -80,7 +80,7 @@ def test_an_empty_file_with_a_240_byte_name_goes_to_error_under_a_name_its_sidec
     wait_for(lambda: names(inbox / "error"), timeout=15, message="the empty file in error/", on_fail=agent.log)
     [filed] = names(inbox / "error")
     assert filed.startswith("eee") and filed.endswith(".pdf") and len(filed.encode()) < 240, filed
-    sidecar = json.loads((inbox / "error" / f"{filed}.error.json").read_text())
+    sidecar = sidecar_of(inbox / "error", filed)
     assert sidecar["file"] == filed and sidecar["errors"][0]["detail"], sidecar
     assert not (inbox / empty).exists() and (inbox / "error" / filed).stat().st_size == 0
     assert [e["file"] for e in status_of(config)["recent_errors"]] == [empty]

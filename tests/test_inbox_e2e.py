@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import make_config, pdf_bytes, run_agent, wait_for, write_pdf
+from support import make_config, pdf_bytes, run_agent, sidecar_of, wait_for, write_pdf
 
 from agent.base.fingerprint import idempotency_key, sha256_file
 from agent.qonto.limits import REQUEST_BUDGET_BYTES as MAX_REQUEST_BYTES
@@ -128,10 +128,10 @@ def test_bad_inputs_get_their_outcome_and_odd_names_survive(tmp_path, sandbox, a
     wait_for(lambda: filed(inbox / "error") == errors, timeout=20, message=f"{errors} in error/",
              on_fail=lambda: f"{filed(inbox / 'error')}\n{agent.log()}")
     for name in errors:
-        sidecar = json.loads((inbox / "error" / f"{name}.error.json").read_text())
+        sidecar = sidecar_of(inbox / "error", name)
         assert sidecar["file"] == name and sidecar["errors"][0]["detail"] and sidecar["hint"].endswith(".")
         assert set(sidecar) >= {"file", "sha256", "idempotency_key", "errors", "failed_at", "hint"}
-    assert json.loads((inbox / "error" / "huge.pdf.error.json").read_text())["errors"][0]["code"] == "too_large"
+    assert sidecar_of(inbox / "error", "huge.pdf")["errors"][0]["code"] == "too_large"
     # ignored names and the link stay where they are, untouched; the folder stays a folder; nothing
     # outside was read or sent
     assert sorted(p.name for p in inbox.iterdir() if not p.is_dir()) == sorted(["Thumbs.db", ".~lock.a.pdf#",
@@ -155,7 +155,7 @@ def test_an_item_the_server_rejects_goes_to_error_with_qontos_detail(tmp_path, a
             write_pdf(inbox / name)
         wait_for(lambda: filed(inbox / "error") == ["corrupt.pdf"] and filed(inbox / "done") == ["a.pdf", "b.pdf"],
                  message="a, b in done/ and corrupt in error/", on_fail=agent.log)
-        sidecar = json.loads((inbox / "error" / "corrupt.pdf.error.json").read_text())
+        sidecar = sidecar_of(inbox / "error", "corrupt.pdf")
         assert sidecar["errors"] == [{"code": "invalid", "detail": "The file is corrupted and cannot be analysed"}]
         assert sidecar["idempotency_key"] == idempotency_key(sidecar["sha256"])
         assert sandbox.count(path_prefix=BULK) == 1
@@ -267,6 +267,7 @@ def test_two_agents_on_one_inbox_make_exactly_one_invoice_per_file(tmp_path, san
     assert first.stop() == 0 and second.stop() == 0
 
 
+@pytest.mark.slow  # watches a wrong secret for the full minute the acceptance bar speaks of
 def test_wrong_secret_keeps_files_and_asks_little(tmp_path, agents):
     with Sandbox(analysis_delay_seconds=0.2) as sandbox:
         bad = make_config(tmp_path, sandbox, qonto={"secret_key": "wrong-secret-value"})
@@ -315,6 +316,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.slow  # measures idle CPU over a while; bench/bench_idle.py measures it too
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
 def test_idle_agent_cost_does_not_grow_with_the_archive(tmp_path, sandbox, agents):
     def idle_cpu(folder: Path, archived: int) -> float:

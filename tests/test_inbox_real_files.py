@@ -7,7 +7,6 @@ that pauses longer than `settle_seconds`), and its age survives `upload` passes.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from support import make_config, run_agent, wait_for
+from support import make_config, run_agent, sidecar_of, wait_for
 
 import corpus
 
@@ -40,7 +39,7 @@ def processing_left(inbox: Path) -> list[str]:
 
 
 def sidecar(inbox: Path, name: str) -> dict:
-    return json.loads((inbox / "error" / f"{name}.error.json").read_text())
+    return sidecar_of(inbox / "error", name)
 
 
 def started(agent) -> bool:

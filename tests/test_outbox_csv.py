@@ -9,6 +9,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import openpyxl
+
 from support import make_config, run_agent
 
 from agent.outbox.index import FORMULA_START, safe_cell
@@ -45,9 +47,35 @@ def test_hostile_names_are_no_formulas_and_amounts_stay_numbers(tmp_path: Path, 
     assert {by_id[i]["supplier_name"] for i in ids} == {f"'{name}" for name in HOSTILE}
     assert {by_id[i]["total_amount"] for i in ids} == set(AMOUNTS)
 
+    assert_no_formula_in_a_spreadsheet(outbox / "invoices.csv", tmp_path / "invoices.xlsx")
+
     for path in outbox.glob("*.json"):  # the JSON keeps what Qonto sent, byte for byte
         invoice = json.loads(path.read_text(encoding="utf-8"))["supplier_invoice"]
         assert invoice == sandbox.invoice(invoice["id"]) and invoice["supplier_name"] in HOSTILE
+
+
+def assert_no_formula_in_a_spreadsheet(csv_path: Path, xlsx: Path) -> None:
+    """Open the CSV the way a spreadsheet imports one (numbers as numbers, the rest as typed text),
+    save it as a workbook with openpyxl and read it back: no cell is a formula, amounts are numbers."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    with open(csv_path, encoding="utf-8", newline="") as fh:
+        for row in csv.reader(fh):
+            sheet.append([_as_typed(value) for value in row])
+    book.save(xlsx)
+    cells = [cell for row in openpyxl.load_workbook(xlsx).active.iter_rows() for cell in row]
+    assert not [cell.coordinate for cell in cells if cell.data_type == "f"]
+    header = [cell.value for cell in next(openpyxl.load_workbook(xlsx).active.iter_rows())]
+    column = header.index("total_amount")
+    amounts = [row[column] for row in openpyxl.load_workbook(xlsx).active.iter_rows(min_row=2)]
+    assert amounts and all(cell.data_type == "n" for cell in amounts)
+
+
+def _as_typed(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def test_only_plain_numbers_escape_the_text_rule() -> None:
