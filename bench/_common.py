@@ -31,6 +31,14 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def conclude(final: str, problems: list[str]) -> int:
+    """Print the final line (ending in the verdict) and each missed target; the exit status."""
+    print(f"{final}: {verdict(not problems)})")
+    for problem in problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
     """tests/support.py's config writer, with the benchmarks' long request timeout."""
     sections.setdefault("qonto", {}).setdefault("timeout_seconds", 60)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Agent, today, unique_pdf, verdict, wait_for, write_config  # noqa: E402
+from _common import Agent, conclude, today, unique_pdf, wait_for, write_config  # noqa: E402
 
 from agent.sandbox.faults import Faults  # noqa: E402
 from agent.sandbox.server import Sandbox  # noqa: E402
@@ -89,13 +89,10 @@ def main() -> int:
         *([] if gap < LONGEST_GAP_SECONDS else [f"{gap:.0f} s without an upload request"]),
         *([] if competed else ["the sync ended before the uploads: nothing competed; raise --invoices"]),
     ]
-    print(f"contention ({today()}, {files} files during a {invoices}-invoice sync, limit {args.rate}/10 s): "
-          f"uploads at {share:.0%} of their throughput alone ({during:.0f} vs {alone:.0f} items/s), longest gap "
-          f"{gap:.1f} s (target >= {REQUIRED_SHARE:.0%}, no gap of {LONGEST_GAP_SECONDS:.0f} s: "
-          f"{verdict(not problems)})")
-    for problem in problems:
-        print(f"FAILED: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return conclude(f"contention ({today()}, {files} files during a {invoices}-invoice sync, limit {args.rate}/10 s): "
+                    f"uploads at {share:.0%} of their throughput alone ({during:.0f} vs {alone:.0f} items/s), "
+                    f"longest gap {gap:.1f} s (target >= {REQUIRED_SHARE:.0%}, no gap of {LONGEST_GAP_SECONDS:.0f} s",
+                    problems)
 
 
 if __name__ == "__main__":

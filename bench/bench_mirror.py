@@ -32,7 +32,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import conclude  # noqa: E402
 
 from agent import config as configuration  # noqa: E402
 from agent.outbox import sync as mirror  # noqa: E402
@@ -203,14 +205,10 @@ def main() -> int:
         *([] if arrived_peak <= QONTO_LIMIT else [f"Qonto would have seen {arrived_peak} requests in 10 s"]),
         *([] if quiet_requests == 1 else [f"the no-change sync sent {quiet_requests} requests, not 1"]),
     ]
-    print(f"mirror: {args.invoices} invoices in {elapsed:.1f} s vs sequential {baseline:.1f} s: "
-          f"{speed_up:.1f}x faster, {elapsed / floor:.2f}x its floor of {floor:.1f} s; no-change sync "
-          f"{quiet_requests} request; max {peak} requests in any 10 s (limit {limit}) (target >= "
-          f"{REQUIRED_SPEED_UP:.0f}x, <= {FLOOR_RATIO}x the floor, 1 request, within the limit: "
-          f"{'MISSED' if problems else 'met'})")
-    for problem in problems:
-        print(f"FAILED: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return conclude(f"mirror: {args.invoices} invoices in {elapsed:.1f} s vs sequential {baseline:.1f} s: "
+                    f"{speed_up:.1f}x faster, {elapsed / floor:.2f}x its floor of {floor:.1f} s; no-change sync "
+                    f"{quiet_requests} request; max {peak} requests in any 10 s (limit {limit}) (target >= "
+                    f"{REQUIRED_SPEED_UP:.0f}x, <= {FLOOR_RATIO}x the floor, 1 request, within the limit", problems)
 
 
 if __name__ == "__main__":

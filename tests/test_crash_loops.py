@@ -183,12 +183,18 @@ def drop_at(folder: int, name: str) -> bytes:
     return data
 
 
-def test_an_inbox_turning_read_only_holds_its_files_with_a_reason_and_resumes_without_a_restart(
-        tmp_path, sandbox, agents, mounted):
+def watching_a_mounted_inbox(tmp_path: Path, sandbox, agents, mounted) -> tuple[Path, Path, AgentProcess]:
+    """(config, inbox, agent): `run` watching an inbox that is a tmpfs of its own (to be made read-only)."""
     config = make_config(tmp_path, sandbox, inbox=FAST)
     inbox = mounted(tmp_path / "inbox", size="16m")
     agent = agents(config, "run")
     wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)
+    return config, inbox, agent
+
+
+def test_an_inbox_turning_read_only_holds_its_files_with_a_reason_and_resumes_without_a_restart(
+        tmp_path, sandbox, agents, mounted):
+    config, inbox, agent = watching_a_mounted_inbox(tmp_path, sandbox, agents, mounted)
     write_pdf(inbox / "before.pdf")
     wait_for(lambda: "before.pdf" in names(inbox / "done"), message="before.pdf in done/", on_fail=agent.log)
     uploaded = [("before.pdf", (inbox / "done" / "before.pdf").read_bytes())]
@@ -207,10 +213,7 @@ def test_an_inbox_turning_read_only_holds_its_files_with_a_reason_and_resumes_wi
 
 def test_stopped_while_the_inbox_is_read_only_it_exits_cleanly_and_the_next_start_files_what_it_held(
         tmp_path, sandbox, agents, mounted):
-    config = make_config(tmp_path, sandbox, inbox=FAST)
-    inbox = mounted(tmp_path / "inbox", size="16m")
-    agent = agents(config, "run")
-    wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)
+    config, inbox, agent = watching_a_mounted_inbox(tmp_path, sandbox, agents, mounted)
     sandbox.faults.latency_seconds = 2.0  # in flight when the inbox turns read-only
     data = write_pdf(inbox / "in-flight.pdf").read_bytes()
     wait_for(lambda: found_under(inbox / ".processing", "in-flight.pdf"), message="the file claimed", on_fail=agent.log)

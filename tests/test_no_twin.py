@@ -10,6 +10,7 @@ from contextlib import closing
 import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 from support import AgentProcess, make_config, pdf_bytes, run_agent, wait_for, write_pdf
 
@@ -41,21 +42,18 @@ def lossy_sandbox() -> Sandbox:
                    faults=Faults(commit_then_fail_rate=1.0))
 
 
-def test_an_outage_longer_than_the_key_window_after_a_lost_answer_makes_no_twin(tmp_path):
+def uploaded_once_despite(tmp_path: Path, name: str, interrupt: Callable[[Sandbox, AgentProcess], None]) -> None:
+    """`run` uploads `name`, Qonto creates its invoice but the answer is lost, then `interrupt`
+    outlasts the key window: the file ends in done/ once, adopted, and Qonto holds one invoice."""
     with lossy_sandbox() as sandbox:
         config = make_config(tmp_path, sandbox, qonto={"idempotency_window_seconds": WINDOW})
         inbox = tmp_path / "inbox"
         agent = AgentProcess(config, "run")
         try:
-            write_pdf(inbox / "lost.pdf")
+            write_pdf(inbox / name)
             wait_for(lambda: sandbox.invoice_count() == 1, message="the invoice created", on_fail=agent.log)
-            sandbox.stop()  # the network goes down right after the lost answer...
-            outage_end = time.monotonic() + 2 * WINDOW  # ...for longer than Qonto remembers the key
-            wait_for(lambda: time.monotonic() > outage_end, timeout=10, message="the outage")
-            sandbox.faults = Faults()
-            sandbox.start()
-            wait_for(lambda: "lost.pdf" in done_files(inbox), timeout=60, message="lost.pdf in done/",
-                     on_fail=agent.log)
+            interrupt(sandbox, agent)
+            wait_for(lambda: name in done_files(inbox), timeout=60, message=f"{name} in done/", on_fail=agent.log)
             log = agent.log()
             assert sandbox.invoice_count() == 1, log  # adopted, not sent again
             assert held_bytes(sandbox) == list(done_files(inbox).values())
@@ -64,29 +62,31 @@ def test_an_outage_longer_than_the_key_window_after_a_lost_answer_makes_no_twin(
             agent.stop()
 
 
+def longer_than_the_window() -> None:
+    until = time.monotonic() + 2 * WINDOW
+    wait_for(lambda: time.monotonic() > until, timeout=10, message="twice the key window")
+
+
+def test_an_outage_longer_than_the_key_window_after_a_lost_answer_makes_no_twin(tmp_path):
+    def outage(sandbox: Sandbox, agent: AgentProcess) -> None:
+        sandbox.stop()  # the network goes down right after the lost answer, for longer than Qonto remembers
+        longer_than_the_window()
+        sandbox.faults = Faults()
+        sandbox.start()
+
+    uploaded_once_despite(tmp_path, "lost.pdf", outage)
+
+
 def test_a_process_paused_in_its_retry_wait_past_the_key_window_makes_no_twin(tmp_path):
-    with lossy_sandbox() as sandbox:
-        config = make_config(tmp_path, sandbox, qonto={"idempotency_window_seconds": WINDOW})
-        inbox = tmp_path / "inbox"
-        agent = AgentProcess(config, "run")
+    def pause(sandbox: Sandbox, agent: AgentProcess) -> None:
+        agent.proc.send_signal(signal.SIGSTOP)  # a laptop lid closed during the client's retry wait
         try:
-            write_pdf(inbox / "paused.pdf")
-            wait_for(lambda: sandbox.invoice_count() == 1, message="the invoice created", on_fail=agent.log)
-            agent.proc.send_signal(signal.SIGSTOP)  # a laptop lid closed during the client's retry wait
-            try:
-                stopped_until = time.monotonic() + 2 * WINDOW
-                wait_for(lambda: time.monotonic() > stopped_until, timeout=10, message="the pause")
-                sandbox.faults = Faults()  # a resend with the forgotten key would now make a twin
-            finally:
-                agent.proc.send_signal(signal.SIGCONT)
-            wait_for(lambda: "paused.pdf" in done_files(inbox), timeout=60, message="paused.pdf in done/",
-                     on_fail=agent.log)
-            log = agent.log()
-            assert sandbox.invoice_count() == 1, log
-            assert held_bytes(sandbox) == list(done_files(inbox).values())
-            assert "(the same bytes); adopting it" in log and "Traceback" not in log, log
+            longer_than_the_window()
+            sandbox.faults = Faults()  # a resend with the forgotten key would now make a twin
         finally:
-            agent.stop()
+            agent.proc.send_signal(signal.SIGCONT)
+
+    uploaded_once_despite(tmp_path, "paused.pdf", pause)
 
 
 def test_another_machines_file_of_the_same_name_and_size_is_never_adopted(tmp_path):

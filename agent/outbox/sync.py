@@ -135,7 +135,9 @@ class _Sync:
         workers = max(1, config.outbox.concurrency)
         # Bounds memory on huge windows: the listing waits while this many invoices are in flight.
         self.slots = threading.BoundedSemaphore(max(200, 4 * workers))
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="mirror")
+        # `concurrency` API requests in flight, twice as many threads: one's disk work overlaps another's request.
+        self.api_slots = threading.BoundedSemaphore(workers)
+        self.pool = ThreadPoolExecutor(2 * workers, thread_name_prefix="mirror")
         self.inflight: dict[str, Future] = {}
 
     def run(self, full: bool, clean: bool = True) -> SyncReport:
@@ -329,7 +331,8 @@ class _Sync:
             if known is not None and self._has_complete(entry.file, known) \
                     and known.get("sha256") == entry.attachment_sha256:
                 return known, entry.file, False
-        attachment = self.client.get_attachment(attachment_id)
+        with self.api_slots:
+            attachment = self.client.get_attachment(attachment_id)
         file = f"{stem}.{attachment_ext(attachment)}"
         recorded = entry if entry is not None and entry.file == file else None  # what the ledger says is there
         if (recorded is None or recorded.attachment_id == attachment_id) and self._has_complete(file, attachment):
