@@ -8,8 +8,8 @@ use all of it. Twice, each time with a fresh ledger and N unique PDFs already in
   every attachment for minutes, and the uploads compete with it for the same budget.
 Upload throughput is items per second between the first bulk request's arrival and the last bulk
 request's answer, from the sandbox's request log. Target: during the sync, uploads keep at least
-80% of their throughput alone, no minute passes without an upload request, and the sync was still
-running when the last upload was answered (it really competed).
+80% of their throughput alone, no minute passes without an upload request, the sync was still
+running when the last upload was answered (it really competed), and it then completes.
 
     python bench/bench_contention.py [--quick] [--files 2000] [--invoices 3000] [--rate 300]
 """
@@ -17,6 +17,7 @@ running when the last upload was answered (it really competed).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -46,9 +47,12 @@ def upload_pass(sandbox: Sandbox, root: Path, files: int, rate: int, tag: str) -
     agent = Agent(config, "run")
     try:
         done = root / "inbox" / "done"
-        wait_for(lambda: done.is_dir() and sum(1 for _ in done.iterdir()) == files, 600,
+        wait_for(lambda: done.is_dir() and sum(1 for _ in done.iterdir()) == files, 1800,
                  f"{files} files in done/", interval=0.2, agent=agent)
         log = sandbox.request_log()
+        synced = wait_for(lambda: re.search(r"synced \d+ invoices .*; cursor ", agent.log_path.read_text()), 1800,
+                          "the start-up sync to complete", interval=0.5, agent=agent)
+        print(f"  {synced.group(0)}", flush=True)
     finally:
         agent.stop()
     bulk = sorted((r for r in log if r.path == BULK and r.status == 200), key=lambda r: r.started_at)
@@ -72,14 +76,15 @@ def main() -> int:
     invoices = args.invoices or (1000 if args.quick else 3000)
 
     faults = Faults(latency_seconds=args.latency, storage_latency_seconds=0.0)
-    with tempfile.TemporaryDirectory(prefix="bench-contention-") as tmp, \
-            Sandbox(seed=11, analysis_delay_seconds=3600.0, faults=faults) as sandbox:
-        print(f"{files} PDFs, {args.latency * 1000:.0f} ms per API answer, the client's limit "
-              f"{args.rate} requests per 10 s", flush=True)
-        alone, alone_gap, _ = upload_pass(sandbox, Path(tmp) / "alone", files, args.rate, "A")
+    print(f"{files} PDFs, {args.latency * 1000:.0f} ms per API answer, the client's limit "
+          f"{args.rate} requests per 10 s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-contention-") as tmp:
+        with Sandbox(seed=11, analysis_delay_seconds=3600.0, faults=faults) as sandbox:  # an empty organization
+            alone, alone_gap, _ = upload_pass(sandbox, Path(tmp) / "alone", files, args.rate, "A")
         print(f"alone: {alone:.0f} items/s, longest gap between upload requests {alone_gap:.1f} s", flush=True)
-        sandbox.seed(invoices, without_attachment=0.0)
-        during, gap, competed = upload_pass(sandbox, Path(tmp) / "during", files, args.rate, "D")
+        with Sandbox(seed=11, analysis_delay_seconds=3600.0, faults=faults) as sandbox:
+            sandbox.seed(invoices, without_attachment=0.0)
+            during, gap, competed = upload_pass(sandbox, Path(tmp) / "during", files, args.rate, "D")
         print(f"during a sync of {invoices} invoices: {during:.0f} items/s, longest gap {gap:.1f} s, "
               f"the sync still running after the last upload: {competed}", flush=True)
 
