@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configuration file (default: $QONTO_AGENT_CONFIG, else ./config.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details too")
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="write log lines to this file instead of stderr; reopened when logrotate moves it")
     parser.add_argument("--version", action="version", version=f"qonto-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -96,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(args.verbose, args.log_format)
     try:
+        logs.configure(args.verbose, args.log_format, args.log_file)
         return _dispatch(args)
     except AgentError as exc:
         log.error("%s", exc)

@@ -4,15 +4,25 @@ Secrets, and the query strings of links (a pre-signed link's signature is in its
 redacted from every record as a last line of defence: the code already avoids logging them, but
 a URL or an exception from a library might still carry one. urllib3 speaks only from warnings
 up, and the agent says its retries itself.
+
+`--log-file` writes through `logging.handlers.WatchedFileHandler`: before each line it checks that
+the path still names the file it has open, and opens it again when logrotate (or a person) moved
+or deleted it. No signal is needed, nothing is written between the move and the reopening to a
+file nobody reads, and it works the same for `run`, `upload` and `sync`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import re
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
+
+from agent.base.errors import ConfigError
+from agent.base.events import FIELDS
 
 _SECRETS: set[str] = set()
 
@@ -54,6 +64,8 @@ class _RedactingFormatter(logging.Formatter):
 
 
 class _JSONFormatter(logging.Formatter):
+    """One object per line: time, level, logger, message, and an outcome's fields (`base.events`)."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
@@ -61,14 +73,26 @@ class _JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        extra = getattr(record, "fields", None) or {}
+        entry.update((name, extra[name]) for name in FIELDS if name in extra)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return redact(json.dumps(entry, ensure_ascii=False))
 
 
-def configure(verbose: bool = False, fmt: str = "text") -> None:
-    """Log to stderr: INFO for outcomes a person cares about, DEBUG with -v."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure(verbose: bool = False, fmt: str = "text", file: Path | None = None) -> None:
+    """Log to stderr, or to `file` alone when given (a scheduled task has no console to show
+    stderr, and a service manager's journal would hold every line twice): INFO for outcomes a
+    person cares about, DEBUG with -v. Raises ConfigError, logging to stderr, when `file` cannot
+    be opened."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    trouble = None
+    if file is not None:
+        try:
+            handler = logging.handlers.WatchedFileHandler(file, encoding="utf-8")
+        except OSError as exc:
+            trouble = ConfigError(f"cannot write the log file {file} ({exc.strerror or exc}): create its folder, "
+                                  "let the user running the agent write it, or choose another --log-file")
     if fmt == "json":
         handler.setFormatter(_JSONFormatter())
     else:
@@ -78,3 +102,5 @@ def configure(verbose: bool = False, fmt: str = "text") -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("urllib3").setLevel(logging.WARNING)  # its debug lines print whole links
     logging.getLogger("watchdog").setLevel(logging.INFO if verbose else logging.WARNING)
+    if trouble is not None:
+        raise trouble

@@ -22,6 +22,8 @@ from typing import Iterator
 from agent import sidecars
 from agent.outbox import sync as mirror
 from agent.base.errors import CredentialsError, FolderError, LedgerBusy, LedgerError, PermissionDenied, QontoError
+from agent.base.events import fields
+from agent.base.text import printable
 from agent.base.verdict import Verdict
 from agent.config import Config
 from agent.inbox.filing import Filing
@@ -297,7 +299,9 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
         else:
             left = pipeline.settler.pending()  # files left aside for a person are not "waiting"
             for path, _, why in left:
-                log.info("left waiting: %s — %s", path.relative_to(config.inbox.path), why)
+                log.info("left waiting: %s — %s", path.relative_to(config.inbox.path), why,
+                         extra=fields("upload", "waiting", file=printable(str(path.relative_to(config.inbox.path))),
+                                      reason=why))
             waiting = len(left)
     finally:
         pipeline.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent.base.errors import QontoError
+from agent.base.events import fields
 from agent.base.text import printable
 from agent.config import Config
 from agent.inbox.batch import Batcher
@@ -121,7 +122,8 @@ class Pipeline:
     def _tell(self, path: Path, why: Unaccepted) -> None:
         if (path, why) not in self._told:
             self._told.add((path, why))
-            log.warning("%s is left in the inbox: %s", path.relative_to(self.config.inbox.path), why.text)
+            log.warning("%s is left in the inbox: %s", path.relative_to(self.config.inbox.path), why.text,
+                        extra=fields("upload", "left", file=self._shown(path), reason=why.text))
 
     def tick(self, flush: bool = False) -> float | None:
         """Do what is due; return seconds until something may be due again (None: wait for events)."""
@@ -194,7 +196,8 @@ class Pipeline:
         if outcome.paused is not None and time.monotonic() >= self._pause_until:
             pause = self.client.pause_for()  # the client owns every pause that needs a person
             self._pause_until = time.monotonic() + pause
-            log.error("paused: %s. Files stay in the inbox; next try in %.0f s.", outcome.paused, pause)
+            log.error("paused: %s. Files stay in the inbox; next try in %.0f s.", outcome.paused, pause,
+                      extra=fields("pause", "paused", reason=str(outcome.paused)))
         for hold in outcome.retry:
             self.settler.hold(hold.at_least_until(self._pause_until) if outcome.paused is not None else hold)
 

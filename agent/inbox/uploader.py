@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.base import beneath
+from agent.base.events import fields
 from agent.base.errors import (CredentialsError, FolderError, HTMLAnswerError, KeyWindowPassed, PermissionDenied, QontoError,
                                RequestRejected)
 from agent.base.fingerprint import idempotency_key, sha256_stream
+from agent.base.text import printable
 from agent.base.times import iso
 from agent.config import Config
 from agent.inbox.filing import Claim, Filing
@@ -94,7 +96,8 @@ class Uploader:
                 if isinstance(ready, Prepared):
                     prepared.append(ready)
                 elif isinstance(ready, Back):
-                    log.info("%s: not sent now (%s); it goes back to the inbox to settle again", claim.name, ready.why)
+                    log.info("%s: not sent now (%s); it goes back to the inbox to settle again", claim.name, ready.why,
+                             extra=_fields(claim, "waiting", None, None, reason=ready.why))
                     self._back(claim, ready.why, outcome)
                 elif isinstance(ready, Refusal):
                     self._refuse(claim, 0, ready)
@@ -142,7 +145,9 @@ class Uploader:
             return False
         if self._file_sent(item, outcome):
             log.info("%s: %s; filed in done/ without sending it again (use `qonto-agent upload --force FILE` to "
-                     "send it anyway)", item.claim.name, known.words)
+                     "send it anyway)", item.claim.name, known.words,
+                     extra=_fields(item.claim, "already_uploaded", item.sha256, item.key, invoice_id=known.invoice_id,
+                                   reason=known.words))
             outcome.duplicates.append((item.claim.name, known.invoice_id))
         return True
 
@@ -155,6 +160,7 @@ class Uploader:
         first = min(self.ledger.lookup(item.sha256).first_attempt_at or time.time() for item in items)
         uploads = [UploadItem(item.claim.path, item.key, item.claim.label, item.kind.content_type, item.snapshot)
                    for item in items]
+        started = time.monotonic()
         try:
             results = self.client.upload_bulk(uploads, resend_until=first + self.reconciler.key_margin)
         except KeyWindowPassed:  # a long outage or a paused process: look before sending again
@@ -174,7 +180,7 @@ class Uploader:
             refused, resend = after_refusal(len(items), named_items(uploads, exc.pointers))
             errors = [{"code": exc.code or f"http_{exc.status}", "detail": exc.detail or str(exc)}]
             for i in refused:
-                self._reject(items[i], errors, outcome)
+                self._reject(items[i], errors, outcome, _since(started))
             for part in resend:
                 self._upload([items[i] for i in part], outcome)
             return
@@ -186,6 +192,7 @@ class Uploader:
                         len(items), exc)
             return
 
+        duration = _since(started)
         by_key = {item.key: item for item in items}
         for result in results:
             item = by_key[result.item.idempotency_key]
@@ -194,20 +201,23 @@ class Uploader:
                 self.ledger.record_uploaded(item.sha256, invoice_id)
                 self._file_sent(item, outcome)
                 outcome.uploaded.append((item.claim.name, invoice_id))
-                log.info("uploaded %s as invoice %s", item.claim.name, invoice_id)
+                log.info("uploaded %s as invoice %s", item.claim.name, invoice_id,
+                         extra=_fields(item.claim, "uploaded", item.sha256, item.key, invoice_id=invoice_id,
+                                       duration_seconds=duration))
             elif result.outcome == "rejected":
                 self._reject(item, [{"code": e.get("code"), "detail": e.get("detail")} for e in result.errors],
-                             outcome)
+                             outcome, duration)
             else:
                 self.ledger.finish_attempt(item.sha256, AttemptOutcome.UNKNOWN)
                 detail = "; ".join(str(e.get("detail") or e.get("code")) for e in result.errors) or "no answer"
                 outcome.retry.append(self._release(item, f"waiting to retry: Qonto gave no clear answer ({detail})"))
 
-    def _reject(self, item: Prepared, errors: list[dict], outcome: Outcome) -> None:
+    def _reject(self, item: Prepared, errors: list[dict], outcome: Outcome, duration: float) -> None:
         hint = ("Qonto refused this file as an invoice: check that it opens and is a PDF, PNG or JPEG "
                 "under 10 MB, then move it back into the inbox to try again.")
         self.ledger.record_rejected(item.sha256, errors, hint)
-        self._to_error(item.claim, item.sha256, item.key, errors, hint)
+        self._to_error(item.claim, item.sha256, item.key, errors, hint,
+                       _fields(item.claim, "rejected", item.sha256, item.key, duration_seconds=duration))
         outcome.failed.append(item.claim.name)
 
     def _refuse(self, claim: Claim, size: int, refusal: Refusal) -> None:
@@ -216,9 +226,11 @@ class Uploader:
         key = idempotency_key(sha) if sha else None
         errors = [{"code": refusal.code, "detail": refusal.detail}]
         self.ledger.record_local_error(sha, key, claim.label, size, errors, refusal.hint)
-        self._to_error(claim, sha, key, errors, refusal.hint)
+        self._to_error(claim, sha, key, errors, refusal.hint, _fields(claim, "refused", sha, key))
 
-    def _to_error(self, claim: Claim, sha: str | None, key: str | None, errors: list[dict], hint: str) -> None:
+    def _to_error(self, claim: Claim, sha: str | None, key: str | None, errors: list[dict], hint: str,
+                  extra: dict) -> None:
+        """Into error/ with its sidecar; `extra` (the log fields) says whether Qonto or the agent refused it."""
         sidecar = {"file": claim.label, "sha256": sha, "idempotency_key": key, "errors": errors,
                    "failed_at": iso(time.time()), "hint": hint}
         try:
@@ -228,7 +240,8 @@ class Uploader:
             return
         self.trouble.worked("error/")
         reason = "; ".join(str(e.get("detail") or e.get("code")) for e in errors)
-        log.warning("rejected %s: %s. %s (see %s)", claim.name, reason, hint, target.name + ".error.json")
+        extra["fields"]["reason"] = reason
+        log.warning("rejected %s: %s. %s (see %s)", claim.name, reason, hint, target.name + ".error.json", extra=extra)
 
     def _file_sent(self, item: Prepared, outcome: Outcome) -> bool:
         """File a sent (or already uploaded) file in done/; if the original changed after it was
@@ -262,6 +275,8 @@ class Uploader:
         """Put the file back in the inbox, held back by the back-off for its number of attempts."""
         known = self.ledger.lookup(item.sha256)
         path = self._give_back(item.claim) or item.claim.path
+        log.info("%s waits in the inbox: %s", item.claim.name, why, extra=_fields(item.claim, "waiting", item.sha256,
+                                                                                 item.key, reason=why))
         return Hold.after_attempts(path, known.attempts if known else 1, why, item.claim.dropped_at)
 
     def _give_back(self, claim: Claim) -> Path | None:
@@ -285,7 +300,9 @@ class Uploader:
         """A file that cannot be claimed stays where it is, with the reason, under a growing back-off."""
         self._take_attempts[path] = attempts = self._take_attempts.get(path, 0) + 1
         why = _TAKE_TROUBLE.get(exc.errno, "it could not be taken ({})").format(exc.strerror or exc)
-        log.warning("%s stays in the inbox: %s", path.name, why)
+        log.warning("%s stays in the inbox: %s", path.name, why,
+                    extra=fields("upload", "waiting", file=printable(str(path.relative_to(self.config.inbox.path))),
+                                 reason=why))
         return Hold.after_attempts(path, attempts, f"waiting to retry: {why}", dropped_at)
 
 
@@ -296,6 +313,15 @@ _TAKE_TROUBLE = {
     errno.EROFS: "the inbox is read-only ({}): make it writable",
     errno.ENOSPC: "the disk is full ({}): free some space",
 }
+
+
+def _fields(claim: Claim, outcome: str, sha: str | None, key: str | None, **values: object) -> dict:
+    """A file's log fields (`base.events`): its path in the inbox, SHA-256 and idempotency key."""
+    return fields("upload", outcome, file=printable(str(claim.rel)), sha256=sha, idempotency_key=key, **values)
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
 
 
 def _sha_of(claim: Claim, own: Path) -> str | None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from agent.base.errors import (AgentError, ConfigError, CredentialsError, FolderError, HTMLAnswerError,
                                PermissionDenied, RequestRejected)
+from agent.base.events import fields
 from agent.base.files import ProcessLock
 from agent.base.fingerprint import sha256_file
 from agent.base.times import iso, rfc3339_ms as rfc3339
@@ -114,6 +115,17 @@ def _outbox_words(config: Config) -> str:
     return f"the outbox ({config.outbox.path})"
 
 
+def _log_report(report: SyncReport) -> None:
+    """The pass's one line, with its counts as fields for `--log-format json`."""
+    log.info("synced %d invoices (%d written, %d attachments downloaded, %d unchanged, %d failed) in %.1fs; %s",
+             report.listed, report.written, report.downloaded, report.unchanged, report.failed,
+             report.seconds, f"cursor {report.cursor}" if report.complete else
+             "cursor not advanced: the next sync covers this window again",
+             extra=fields("sync", "synced" if report.complete else "incomplete", listed=report.listed,
+                          written=report.written, downloaded=report.downloaded, unchanged=report.unchanged,
+                          failed=report.failed, cursor=report.cursor, duration_seconds=report.seconds))
+
+
 class _Sync:
     """The state of one sync: counters, the pool, and what was already handled in this window."""
 
@@ -180,10 +192,7 @@ class _Sync:
                             unchanged=self.unchanged, failed=len(self.failed), cursor=cursor,
                             complete=complete, failed_ids=tuple(self.failed),
                             seconds=round(time.monotonic() - started, 3), permanent_failures=self.permanent)
-        log.info("synced %d invoices (%d written, %d attachments downloaded, %d unchanged, %d failed) in %.1fs; %s",
-                 report.listed, report.written, report.downloaded, report.unchanged, report.failed,
-                 report.seconds, f"cursor {cursor}" if complete else
-                 "cursor not advanced: the next sync covers this window again")
+        _log_report(report)
         return report
 
     def _window_start(self, cursor: str | None) -> datetime | None:
@@ -282,10 +291,11 @@ class _Sync:
             with self.lock:
                 self.failed.append(invoice_id)
                 self.permanent += permanent
+            extra = fields("mirror", "failed", invoice_id=invoice_id, reason=str(exc))
             if isinstance(exc, (AgentError, OSError)):
-                log.warning("invoice %s not mirrored this time: %s", invoice_id, exc)
+                log.warning("invoice %s not mirrored this time: %s", invoice_id, exc, extra=extra)
             else:
-                log.exception("invoice %s not mirrored this time", invoice_id)
+                log.exception("invoice %s not mirrored this time", invoice_id, extra=extra)
         finally:
             self.slots.release()
             self._tick()
