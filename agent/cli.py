@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands = {name: sub.add_parser(name, parents=[common], help=u.summary, description=u.description,
+    commands = {name: sub.add_parser(name, parents=[common], help=u.summary, description=u.text,
                                      epilog=u.epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
                 for name, u in usage.COMMANDS.items()}
 

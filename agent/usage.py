@@ -3,6 +3,7 @@ example. Kept apart from the parser so `cli.py` stays about wiring; the codes ar
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 
@@ -12,6 +13,11 @@ class Usage:
     description: str
     exits: str  # "CODE meaning" lines
     example: str
+
+    @property
+    def text(self) -> str:
+        """The description wrapped for a terminal (help is printed as written, to keep the lists)."""
+        return "\n".join(textwrap.fill(line, 90) for line in self.description.splitlines())
 
     @property
     def epilog(self) -> str:
