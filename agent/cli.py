@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, doctor, initialize, service, status
+from agent import __version__, demo, doctor, initialize, service, status, usage
 from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
@@ -27,6 +27,8 @@ EXIT_FAILED = 1  # some files or invoices failed permanently
 EXIT_USAGE = 2  # usage, configuration, folder or ledger problem a person must fix
 EXIT_RETRY_LATER = 3  # transient trouble: nothing lost, run again later
 EXIT_CREDENTIALS = 4  # credentials refused
+EXIT_NOT_RUNNING = 5  # `status`: `run` is expected to be alive and is not
+EXIT_PERSON_NEEDED = 6  # `status`: `run` is paused, or files in error/ are not marked seen
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM on `upload` or `sync`: claims given back, nothing lost
 
 VERDICT_EXIT = {Verdict.DONE: EXIT_OK, Verdict.FAILED: EXIT_FAILED, Verdict.LATER: EXIT_RETRY_LATER,
@@ -49,22 +51,38 @@ def exit_code_for(exc: AgentError) -> int:
     return EXIT_RETRY_LATER
 
 
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after its name; after it (`defaults` False) they
+    default to nothing, so a value given before the command is not overwritten."""
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-c", "--config", type=Path, default=default(None),
+                        help="configuration file (default: $QONTO_AGENT_CONFIG, else ./config.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log details too")
+    parser.add_argument("--log-format", choices=("text", "json"), default=default("text"), help="log line format")
+    parser.add_argument("--log-file", type=Path, default=default(None),
+                        help="write log lines to this file instead of stderr; reopened when logrotate moves it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qonto-agent",
         description="Upload the PDF invoices dropped into an inbox folder to Qonto, "
                     "and mirror Qonto's supplier invoices into an outbox folder.",
+        epilog="Global options go before or after the command. `qonto-agent COMMAND --help` shows each "
+               "command's exit codes and an example.",
     )
-    parser.add_argument("-c", "--config", type=Path, default=None,
-                        help="configuration file (default: $QONTO_AGENT_CONFIG, else ./config.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details too")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
-    parser.add_argument("--log-file", type=Path, default=None,
-                        help="write log lines to this file instead of stderr; reopened when logrotate moves it")
+    _global_options(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"qonto-agent {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = {name: sub.add_parser(name, parents=[common], help=u.summary, description=u.text,
+                                     epilog=u.epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+                for name, u in usage.COMMANDS.items()}
 
-    p = sub.add_parser("init", help="write a configuration file and create the folders")
+    p = commands["init"]
     p.add_argument("--inbox", default="inbox", help="inbox folder (default: inbox)")
     p.add_argument("--outbox", default="outbox", help="outbox folder (default: outbox)")
     p.add_argument("--base-url", default=configuration.QontoConfig.base_url, help="Qonto API root")
@@ -75,24 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--systemd", action="store_true", help="also write qonto-agent.service beside the file")
     p.add_argument("--no-input", action="store_true", help="never ask questions, even on a terminal")
 
-    sub.add_parser("check", help="validate the configuration and the credentials")
-    sub.add_parser("run", help="watch the inbox and upload continuously; sync the outbox on a schedule")
-
-    p = sub.add_parser("upload", help="one pass over the inbox (or the given files), then exit")
+    p = commands["upload"]
     p.add_argument("files", nargs="*", metavar="FILE", help="files inside the inbox (default: all of it)")
     p.add_argument("--force", action="store_true", help="send the given files even if their content was uploaded")
 
-    p = sub.add_parser("sync", help="one outbox sync, then exit")
-    p.add_argument("--full", action="store_true", help="ignore the cursor and look at every invoice")
+    commands["sync"].add_argument("--full", action="store_true", help="ignore the cursor and look at every invoice")
 
-    p = sub.add_parser("status", help="what waits, what was uploaded, what failed, last sync")
+    p = commands["status"]
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--expect-running", action="store_true",
+                   help="exit 5 when `run` is not alive, even if it stopped cleanly")
+    p.add_argument("--seen", action="store_true",
+                   help="mark the files now in error/ as seen by a person (they no longer make the exit code 6)")
 
-    p = sub.add_parser("demo", help="the whole flow against a local sandbox, no credentials needed")
-    p.add_argument("--dir", type=Path, default=None, help="workspace folder (default: a new temporary one)")
-
-    p = sub.add_parser("sandbox", help="serve a local Qonto-compatible API for tests and set-ups")
-    sandbox_command.add_arguments(p)
+    commands["demo"].add_argument("--dir", type=Path, default=None,
+                                  help="workspace folder (default: a new temporary one)")
+    sandbox_command.add_arguments(commands["sandbox"])
     return parser
 
 
@@ -117,9 +133,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "init":
         return _init(args)
     if args.command == "status":
-        cfg = configuration.load(args.config, need_credentials=False)
-        status.show(cfg, as_json=args.json)
-        return EXIT_OK
+        return _status(args)
 
     cfg = configuration.load(args.config)
     if args.command == "check":
@@ -140,6 +154,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         finally:
             ledger.close()
     return EXIT_USAGE
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Show the status; its exit code is for monitoring (a dead `run` first, then a person needed)."""
+    path = args.config or configuration.default_config_path()
+    if not path.exists():
+        raise ConfigError(f"no configuration file at {path}, so there is no agent to describe: pass -c CONFIG "
+                          "(or set QONTO_AGENT_CONFIG), or create one with `qonto-agent init`.")
+    cfg = configuration.load(path, need_credentials=False)
+    if args.seen:
+        status.mark_seen(cfg)
+    data = status.show(cfg, as_json=args.json)
+    if not data["run_alive"] and (data["run_expected"] or args.expect_running):
+        return EXIT_NOT_RUNNING
+    if data["paused"] or data["errors_unseen"]:
+        return EXIT_PERSON_NEEDED
+    return EXIT_OK
 
 
 def _sync(cfg: configuration.Config, client: QontoClient, ledger: Ledger, *, full: bool) -> int:

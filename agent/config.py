@@ -112,11 +112,17 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class StatusConfig:
+    metrics_file: Path | None = None  # Prometheus text file `run` rewrites at each heartbeat; None: none
+
+
+@dataclass(frozen=True)
 class Config:
     qonto: QontoConfig
     inbox: InboxConfig
     outbox: OutboxConfig
     state: StateConfig
+    status: StatusConfig = StatusConfig()
     source: Path | None = None  # the file it came from, for messages
     previous_ledger: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt
 
@@ -125,12 +131,18 @@ class Config:
         """Where rotated OAuth tokens are kept between starts (mode 0600, beside the ledger)."""
         return self.state.path.with_suffix(".oauth.json")
 
+    @property
+    def run_lock(self) -> Path:
+        """The lock `run` holds while alive (beside the ledger): `status` tries it to tell if it is."""
+        return self.state.path.with_name(self.state.path.name + ".run-lock")
+
 
 SECTIONS: dict[str, type] = {
     "qonto": QontoConfig,
     "inbox": InboxConfig,
     "outbox": OutboxConfig,
     "state": StateConfig,
+    "status": StatusConfig,
 }
 
 
@@ -232,6 +244,7 @@ def from_mapping(
     inbox: InboxConfig = sections["inbox"]
     outbox: OutboxConfig = sections["outbox"]
     state: StateConfig = sections["state"]
+    metrics_file = sections["status"].metrics_file
 
     check_api_url(q.base_url, "base_url")
     if q.auth_mode == "oauth" or q.client_id:
@@ -262,6 +275,7 @@ def from_mapping(
                                   patterns=tuple(p.lower() for p in inbox.patterns)),
         outbox=dataclasses.replace(outbox, path=outbox_path),
         state=StateConfig(path=state_path),
+        status=StatusConfig(metrics_file=_resolve(Path(metrics_file), base_dir) if metrics_file else None),
         source=source,
         previous_ledger=previous,
     )
@@ -311,18 +325,18 @@ def _resolve(path: Path, base_dir: Path) -> Path:
 def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
     for name, value in raw.items():
         if name not in SECTIONS:
-            raise ConfigError(f"unknown section [{name}] in {where}{_nearest(name, SECTIONS)}.")
+            raise ConfigError(f"unknown section [{name}] in {where}{_nearest(name, SECTIONS)}")
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] in {where} must be a table of keys, not a single value.")
         known = {f.name for f in dataclasses.fields(SECTIONS[name])}
         for key in value:
             if key not in known:
-                raise ConfigError(f"unknown key `[{name}] {key}` in {where}{_nearest(key, known)}.")
+                raise ConfigError(f"unknown key `[{name}] {key}` in {where}{_nearest(key, known)}")
 
 
 def _nearest(word: str, choices) -> str:
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.5)
-    return f": did you mean `{close[0]}`?" if close else f"; valid: {', '.join(sorted(choices))}"
+    return f": did you mean `{close[0]}`?" if close else f"; valid: {', '.join(sorted(choices))}."
 
 
 def _build(cls: type, section: str, values: dict[str, Any]):

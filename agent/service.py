@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Iterator
 
 from agent import sidecars
+from agent.metrics import MetricsFile
 from agent.outbox import sync as mirror
+from agent.base.files import ProcessLock
 from agent.base.errors import CredentialsError, FolderError, LedgerBusy, LedgerError, PermissionDenied, QontoError
 from agent.base.events import fields
 from agent.base.text import printable
@@ -150,6 +152,9 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
     signal.signal(signal.SIGINT, on_signal)
 
     filing = Filing(config.inbox.path)  # a missing inbox is a configuration error, said before starting
+    alive = ProcessLock(config.run_lock)  # held while this process lives: `status` tries it (any platform)
+    if not alive.acquire(blocking=True, timeout=2.0):
+        log.info("another `run` of this configuration holds %s; `status` follows that one", config.run_lock)
     worker = threading.Thread(target=_run_loop, name="inbox",
                               args=(config, client, ledger, filing, stopping, wake, result), daemon=True)
     worker.start()
@@ -167,6 +172,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
     watcher = Watcher(config.inbox, wake.set)
     pipeline = Pipeline(config, client, ledger, filing, wake.set)
     sync = SyncSchedule(config, client, ledger, stopping)
+    metrics = MetricsFile(config.status.metrics_file) if config.status.metrics_file else None
     try:
         watcher.start()  # events first, then the scan: nothing dropped in between is missed
         pipeline.resume()
@@ -198,7 +204,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                     sidecars.clear_stale(config.inbox.path, ledger)
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
-                    if _beat(ledger, watcher, client, pipeline, sync):
+                    if _beat(ledger, watcher, client, pipeline, sync, metrics):
                         next_rescan = now  # the ledger's trouble is over: what waited is taken up at once
                 pipeline.publish_pending()
                 timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
@@ -228,12 +234,13 @@ def _shut_down(watcher: Watcher, pipeline: Pipeline, filing: Filing, client: Qon
     client.close()  # nothing more is sent: sync requests still waiting for their turn give up now
     if sync.is_alive():  # it stops at its next step (cancel=stopping); the ledger closes after
         sync.join(SHUTDOWN_GRACE_SECONDS / 2)
-    if end not in (RunEnd.LEDGER_BUSY, RunEnd.LEDGER_LOST):
+    if end is None:  # a clean stop; after any other end the heartbeat stays, and `status` expects `run`
         with contextlib.suppress(FolderError):  # a full disk: `status` then sees the heartbeat age
             ledger.beat(None)
 
 
-def _beat(ledger: Ledger, watcher: Watcher, client: QontoClient, pipeline: Pipeline, sync: SyncSchedule) -> bool:
+def _beat(ledger: Ledger, watcher: Watcher, client: QontoClient, pipeline: Pipeline, sync: SyncSchedule,
+          metrics: MetricsFile | None) -> bool:
     """Write the heartbeat: this process is alive, watches the inbox this way, and may be paused
     waiting for a person (a folder's trouble lasts until it is fixed: it has no end to show).
     True when this write ended the ledger's trouble."""
@@ -241,6 +248,8 @@ def _beat(ledger: Ledger, watcher: Watcher, client: QontoClient, pipeline: Pipel
     pause = client.person_pause()
     reason, until = (pause.reason, pause.until) if pause else (pipeline.uploader.trouble.reason() or sync.trouble, None)
     ledger.beat(Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why, paused=reason, paused_until=until))
+    if metrics:
+        metrics.write(ledger, paused=reason is not None)
     return pipeline.uploader.trouble.worked(LEDGER)
 
 

@@ -6,22 +6,25 @@ It reads the ledger and the folders only, so it works while `run` is busy and wh
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from agent import metrics
 from agent.config import Config
 from agent.logs import escape_controls
 
+from agent.base import files as atomic
 from agent.base import times
+from agent.base.errors import ConfigError
+from agent.base.files import ProcessLock
 from agent.base.times import iso
 from agent.base.text import printable
 from agent.inbox.filing import iter_files
 from agent.inbox.rules import Rules, choose_mode
 from agent.state.ledger import Ledger, UploadOutcome
 
-ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean it is gone
+ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean it is gone (or hangs)
 
 
 def gather(config: Config) -> dict[str, Any]:
@@ -31,7 +34,7 @@ def gather(config: Config) -> dict[str, Any]:
         if config.state.path.exists() or (previous is not None and previous.exists()) else None
     try:
         beat = ledger.heartbeat() if ledger else None
-        alive = beat is not None and time.time() - beat.at < ALIVE_WITHIN_SECONDS and _pid_alive(beat.pid)
+        alive = beat is not None and time.time() - beat.at < ALIVE_WITHIN_SECONDS and _run_holds_lock(config)
         mode, why = (beat.mode, beat.why) if alive and beat else choose_mode(config.inbox)
         candidates, not_taken = _survey(config)
         if alive:
@@ -45,8 +48,12 @@ def gather(config: Config) -> dict[str, Any]:
                           for u in (ledger.recent(UploadOutcome.UPLOADED) if ledger else [])]
         recent_errors = [{"file": u.file_name, "errors": u.errors, "hint": u.hint, "failed_at": iso(u.finished_at)}
                          for u in (ledger.recent(UploadOutcome.REJECTED) if ledger else [])]
+        figures = metrics.figures(ledger, paused is not None) if ledger else None
+        errors_unseen = _errors_unseen(config)
         return {
             "run_alive": alive,
+            "run_expected": beat is not None,  # it wrote a heartbeat and did not stop cleanly
+            "errors_unseen": errors_unseen,
             "mode": mode,
             "mode_reason": why,
             "paused": paused,
@@ -58,6 +65,9 @@ def gather(config: Config) -> dict[str, Any]:
             "error_count": sum(1 for _ in iter_files(config.inbox.path / "error")),
             "recent_uploads": recent_uploads,
             "recent_errors": recent_errors,
+            "uploaded_count": figures["qonto_agent_uploaded_total"] if figures else 0,
+            "refused_count": figures["qonto_agent_refused_total"] if figures else 0,
+            "last_upload_at": iso(figures["qonto_agent_last_upload_timestamp_seconds"] or None) if figures else None,
             "last_sync_at": ledger.last_sync_at() if ledger else None,
             "cursor": ledger.cursor() if ledger else None,
             "outbox_count": ledger.mirror_count() if ledger else 0,
@@ -96,14 +106,44 @@ def _unattended(config: Config, candidates: list[Path]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda p: p["since"] or "")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
+def _run_holds_lock(config: Config) -> bool:
+    """Whether a `run` process holds its lock: one that cannot be taken is held (or out of reach, and
+    then the heartbeat's age decides alone). It works on every platform, unlike probing a pid."""
+    lock = ProcessLock(config.run_lock)
+    if not lock.acquire(blocking=False):
         return True
-    return True
+    lock.release()
+    return False
+
+
+def _seen_mark(config: Config) -> Path:
+    return config.state.path.with_name(config.state.path.name + ".errors-seen")
+
+
+def mark_seen(config: Config) -> None:
+    """Record that a person has looked at what is in error/ now (`status --seen`)."""
+    try:
+        atomic.write_bytes(_seen_mark(config), f"{time.time()}\n".encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot record that error/ was seen in {_seen_mark(config)} ({exc.strerror or exc}): "
+                          "run `status --seen` as the user the agent runs as.") from None
+
+
+def _errors_unseen(config: Config) -> int:
+    """Files in error/ filed after the last `status --seen` (when their sidecar was written)."""
+    try:
+        seen = float(_seen_mark(config).read_text())
+    except (OSError, ValueError):
+        seen = 0.0
+    unseen = 0
+    for path in iter_files(config.inbox.path / "error"):
+        try:
+            sidecar = path.with_name(path.name + ".error.json")
+            filed = (sidecar if sidecar.exists() else path).stat().st_mtime
+        except OSError:
+            continue
+        unseen += filed > seen
+    return unseen
 
 
 def render(data: dict[str, Any]) -> str:
@@ -119,7 +159,8 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"PAUSED until this is fixed (it resumes by itself): {data['paused']['reason']}")
     lines += [
         f"inbox:   {data['inbox']} — {len(data['pending'])} waiting, {data['done_count']} in done/, "
-        f"{data['error_count']} in error/",
+        f"{data['error_count']} in error/" + (f" ({data['errors_unseen']} not marked seen: `status --seen`)"
+                                                 if data["errors_unseen"] else ""),
     ]
     for p in data["pending"][:20]:
         lines.append(f"  waiting since {_ago(p['since'])}: {p['file']} — {p['reason']}")
@@ -160,8 +201,9 @@ def _ago(stamp: str | None, *, ahead: bool = False) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def show(config: Config, *, as_json: bool) -> None:
-    """Print the status page, or its JSON."""
+def show(config: Config, *, as_json: bool) -> dict[str, Any]:
+    """Print the status page, or its JSON; returns it as data for the exit code."""
     data = gather(config)
     print(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data))
+    return data
 

@@ -21,6 +21,9 @@ LOGIN = "sandbox-org"
 SECRET = "sandbox-secret-key"
 
 
+STATUS_SHOWN = (0, 5, 6)  # `status` answered: healthy, `run` expected but not alive, a person needed
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
              message: str = "condition", on_fail: Callable[[], str] | None = None,
              give_up: Callable[[], str | None] | None = None) -> Any:

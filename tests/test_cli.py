@@ -119,7 +119,9 @@ def test_status_quotes_the_pause_of_a_running_agent_refused_by_qonto(tmp_path, s
     assert "`[qonto] secret_key`" in data["paused"]["reason"]
     until = datetime.fromisoformat(data["paused"]["until"].replace("Z", "+00:00"))
     assert datetime.now(timezone.utc) < until <= datetime.now(timezone.utc) + timedelta(seconds=3600)
-    text = run_agent(config, "status").stdout
+    shown = run_agent(config, "status")
+    assert shown.returncode == 6  # a person is needed
+    text = shown.stdout
     assert "PAUSED until" in text and "secret key was refused (401)" in text
     assert "wrong-secret-value" not in text + json.dumps(data)
     assert agent.stop() == 0

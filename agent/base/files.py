@@ -71,10 +71,11 @@ class ProcessLock:
         self.path = path
         self._lock = filelock.FileLock(path, thread_local=False, fallback_to_soft=False)
 
-    def acquire(self, blocking: bool) -> bool:
-        """Take the lock (waiting for it when `blocking`); False when it cannot be had."""
+    def acquire(self, blocking: bool, timeout: float = -1) -> bool:
+        """Take the lock (waiting for it when `blocking`, at most `timeout` s when that is not
+        negative); False when it cannot be had."""
         try:
-            self._lock.acquire(blocking=blocking)
+            self._lock.acquire(timeout=timeout, blocking=blocking)
         except (filelock.Timeout, OSError):
             return False
         return True

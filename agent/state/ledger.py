@@ -274,6 +274,10 @@ class Ledger:
                            (outcome, limit))
         return [_upload(r) for r in rows]
 
+    def count(self, outcome: UploadOutcome) -> int:
+        """How many pieces of content ended this way (`status` and the metrics file)."""
+        return self._query("SELECT COUNT(*) FROM uploads WHERE outcome=?", (outcome,))[0][0]
+
     # --- pending files and the heartbeat of `run` ----------------------------------------------
 
     def set_pending(self, items: Iterable[Pending]) -> None:
