@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, doctor, initialize, service, status, usage
+from agent import __version__, demo, doctor, initialize, service, status, systemd_unit, usage
 from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-key", default="", help="API key secret (better: QONTO_SECRET_KEY)")
     p.add_argument("--staging-token", default="", help="for Qonto's sandbox only")
     p.add_argument("--force", action="store_true", help="overwrite an existing configuration file")
-    p.add_argument("--systemd", action="store_true", help="also write qonto-agent.service beside the file")
+    p.add_argument("--systemd", action="store_true",
+                   help="also write qonto-agent.service and qonto-agent.env (the secrets) beside the file")
+    p.add_argument("--user", type=systemd_unit.service_user, default=systemd_unit.DEFAULT_USER,
+                   help="the service's user with --systemd (default: qonto-agent; never root)")
     p.add_argument("--no-input", action="store_true", help="never ask questions, even on a terminal")
 
     p = commands["upload"]
@@ -224,16 +227,14 @@ def _init(args: argparse.Namespace) -> int:
         answers = initialize.ask(answers)
     cfg = initialize.write(path, answers, force=args.force)
     print(f"wrote {path} (inbox {cfg.inbox.path}, outbox {cfg.outbox.path})")
-    if args.systemd:
-        unit = initialize.write_systemd_unit(path, force=args.force)
-        print(f"wrote {unit}: install it with `sudo cp {unit} /etc/systemd/system/ && "
-              "sudo systemctl enable --now qonto-agent`")
+    if args.systemd:  # the secrets move to qonto-agent.env: `cfg` keeps them for the check below
+        print(systemd_unit.write(path, cfg, user=args.user, force=args.force))
     try:
         configuration.check_credentials(cfg.qonto)
     except AgentError:
         print("next: set QONTO_LOGIN and QONTO_SECRET_KEY (or edit the file), then run `qonto-agent check`")
         return EXIT_OK
-    return _check(configuration.load(path))
+    return _check(cfg)
 
 
 def _check(cfg: configuration.Config) -> int:

@@ -1,5 +1,5 @@
 """`init`: write a configuration (asking on a terminal, or from flags), create the folders,
-optionally a systemd unit, and check the credentials when there are some.
+and check the credentials when there are some (`--systemd` is `systemd_unit.py`).
 
 Secrets are best left to environment variables; when one is written to the file, the file is
 made readable by its owner only.
@@ -8,39 +8,12 @@ made readable by its owner only.
 from __future__ import annotations
 
 import getpass
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from agent import config as configuration
-from agent.base import files
 from agent.base.errors import ConfigError
-
-SYSTEMD_UNIT = """\
-[Unit]
-Description=qonto-agent: inbox folder to Qonto supplier invoices, and the outbox mirror
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-Type=simple
-ExecStart={exe} -c {config} run
-# Secrets can live here instead of the config file (this unit file is then mode 0600):
-# Environment=QONTO_LOGIN=your-org-slug
-# Environment=QONTO_SECRET_KEY=...
-Restart=on-failure
-RestartSec=30
-# `run` stops cleanly within 10 s of SIGTERM.
-TimeoutStopSec=20
-User={user}
-# The ledger: $STATE_DIRECTORY/<config name>-<hash>.sqlite (/var/lib/qonto-agent), owned by {user}.
-StateDirectory=qonto-agent
-
-[Install]
-WantedBy=multi-user.target
-"""
 
 
 @dataclass
@@ -92,18 +65,3 @@ def write(path: Path, answers: Answers, *, force: bool) -> configuration.Config:
             raise ConfigError(f"cannot create the folder {folder} ({exc.strerror or exc}): create it yourself, "
                               "or choose a folder you can write to.") from None
     return cfg
-
-
-def write_systemd_unit(config_path: Path, *, force: bool) -> Path:
-    """`qonto-agent.service` beside the configuration, ready for /etc/systemd/system/."""
-    exe = shutil.which("qonto-agent") or f"{sys.executable} -m agent"
-    unit = config_path.resolve().parent / "qonto-agent.service"
-    if unit.exists() and not force:
-        raise ConfigError(f"{unit} already exists: pass --force to overwrite it.")
-    user = getpass.getuser()
-    try:
-        files.write_bytes(unit, SYSTEMD_UNIT.format(exe=exe, config=config_path.resolve(), user=user).encode())
-    except OSError as exc:
-        raise ConfigError(f"cannot write {unit} ({exc.strerror or exc}): choose a folder you can write to, "
-                          "or check its permissions.") from None
-    return unit

@@ -65,14 +65,12 @@ def test_unknown_key_exits_2_naming_the_nearest(tmp_path, sandbox):
 def test_init_writes_a_config_check_accepts_and_refuses_to_overwrite(tmp_path, sandbox):
     config = tmp_path / "agent" / "config.toml"
     args = ["init", "--no-input", "--inbox", "in", "--outbox", "out", "--base-url", sandbox.base_url,
-            "--login", "sandbox-org", "--secret-key", "sandbox-secret-key", "--systemd"]
+            "--login", "sandbox-org", "--secret-key", "sandbox-secret-key"]
     first = run_agent(config, *args)
     assert first.returncode == 0, first.stderr
     assert "Sandbox Company SAS" in first.stdout  # init checks the credentials it was given
     assert oct(config.stat().st_mode & 0o777) == "0o600"
     assert (tmp_path / "agent" / "in").is_dir() and (tmp_path / "agent" / "out").is_dir()
-    unit = (tmp_path / "agent" / "qonto-agent.service").read_text()
-    assert "Restart=on-failure" in unit and str(config) in unit
     cfg = load(config, env={})
     assert cfg.inbox.path == tmp_path / "agent" / "in" and cfg.qonto.login == "sandbox-org"
     assert run_agent(config, "check").returncode == 0
