@@ -24,6 +24,7 @@ import tomli_w
 
 from agent.base import files, times
 from agent.base.urls import check_api_url
+from agent.notify_settings import NotifyConfig, check_notify
 from agent.base.errors import ConfigError
 from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
 
@@ -41,7 +42,10 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("qonto", "client_id"): "QONTO_CLIENT_ID",
     ("qonto", "client_secret"): "QONTO_CLIENT_SECRET",
     ("qonto", "staging_token"): "QONTO_STAGING_TOKEN",
+    ("notify", "smtp_username"): "QONTO_SMTP_USERNAME",
+    ("notify", "smtp_password"): "QONTO_SMTP_PASSWORD",
 }
+ENV_ONLY = {("notify", "smtp_password")}  # never read from the file: a mail password stays in the environment
 SECRET_KEYS = ("secret_key", "access_token", "refresh_token", "client_secret", "staging_token")
 
 
@@ -117,6 +121,7 @@ class Config:
     inbox: InboxConfig
     outbox: OutboxConfig
     state: StateConfig
+    notify: NotifyConfig = NotifyConfig()
     source: Path | None = None  # the file it came from, for messages
     previous_ledger: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt
 
@@ -131,6 +136,7 @@ SECTIONS: dict[str, type] = {
     "inbox": InboxConfig,
     "outbox": OutboxConfig,
     "state": StateConfig,
+    "notify": NotifyConfig,
 }
 
 
@@ -232,6 +238,7 @@ def from_mapping(
     inbox: InboxConfig = sections["inbox"]
     outbox: OutboxConfig = sections["outbox"]
     state: StateConfig = sections["state"]
+    check_notify(sections["notify"])
 
     check_api_url(q.base_url, "base_url")
     if q.auth_mode == "oauth" or q.client_id:
@@ -262,6 +269,7 @@ def from_mapping(
                                   patterns=tuple(p.lower() for p in inbox.patterns)),
         outbox=dataclasses.replace(outbox, path=outbox_path),
         state=StateConfig(path=state_path),
+        notify=sections["notify"],
         source=source,
         previous_ledger=previous,
     )
@@ -316,6 +324,9 @@ def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"[{name}] in {where} must be a table of keys, not a single value.")
         known = {f.name for f in dataclasses.fields(SECTIONS[name])}
         for key in value:
+            if (name, key) in ENV_ONLY:
+                raise ConfigError(f"`[{name}] {key}` is read from the environment only, never from a file: remove "
+                                  f"it from {where} and set {ENV_OVERRIDES[(name, key)]} instead.")
             if key not in known:
                 raise ConfigError(f"unknown key `[{name}] {key}` in {where}{_nearest(key, known)}.")
 
