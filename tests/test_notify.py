@@ -6,13 +6,17 @@ from __future__ import annotations
 import email
 import json
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
-from support import make_config, wait_for, write_pdf
+from aiosmtpd.smtp import AuthResult
+from support import agent_env, make_config, wait_for, write_pdf
 
 from agent import config as configuration
 from agent.base.errors import ConfigError
@@ -106,6 +110,35 @@ def test_thirty_refused_files_make_one_email_and_one_webhook_call(tmp_path, sand
     assert sorted(e["file"] for e in payload["events"]) == names
     assert all(e["reason"] and e["hint"] and e["kind"] == "refused" for e in payload["events"])
     assert "notified by e-mail: " in agent.log() and "secret-token" not in agent.log()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is needed to make the test's certificate")
+def test_starttls_is_used_and_the_login_comes_from_the_environment(tmp_path, sandbox, agents):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    box, logins = Mailbox(), []
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"mail-secret-value")
+
+    controller = Controller(box, hostname="127.0.0.1", port=free_port(), tls_context=tls, require_starttls=True,
+                            authenticator=authenticate, auth_required=True)
+    controller.start()
+    try:
+        config = make_config(tmp_path, sandbox, notify=notify(controller.port, smtp_security="starttls",
+                                                              smtp_username="agent"))
+        agent = agents(config, "run", env=agent_env(QONTO_SMTP_PASSWORD="mail-secret-value", SSL_CERT_FILE=str(cert)))
+        refuse(tmp_path / "inbox", 2)
+        wait_for(lambda: box.messages, timeout=30, message="a mail over STARTTLS", on_fail=agent.log)
+        assert logins == [(b"agent", b"mail-secret-value")]
+        assert agent.stop() == 0 and "mail-secret-value" not in agent.log()
+    finally:
+        controller.stop()
 
 
 def test_a_dead_mail_server_costs_one_log_line_and_uploads_go_on(tmp_path, sandbox, agents):
