@@ -24,6 +24,7 @@ import tomli_w
 
 from agent.base import files, times
 from agent.base.urls import check_api_url
+from agent.notify_settings import NotifyConfig, check_notify
 from agent.base.errors import ConfigError
 from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
 
@@ -41,7 +42,10 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("qonto", "client_id"): "QONTO_CLIENT_ID",
     ("qonto", "client_secret"): "QONTO_CLIENT_SECRET",
     ("qonto", "staging_token"): "QONTO_STAGING_TOKEN",
+    ("notify", "smtp_username"): "QONTO_SMTP_USERNAME",
+    ("notify", "smtp_password"): "QONTO_SMTP_PASSWORD",
 }
+ENV_ONLY = {("notify", "smtp_password")}  # never read from the file: a mail password stays in the environment
 SECRET_KEYS = ("secret_key", "access_token", "refresh_token", "client_secret", "staging_token")
 
 
@@ -123,6 +127,7 @@ class Config:
     outbox: OutboxConfig
     state: StateConfig
     status: StatusConfig = StatusConfig()
+    notify: NotifyConfig = NotifyConfig()
     source: Path | None = None  # the file it came from, for messages
     previous_ledger: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt
 
@@ -143,6 +148,7 @@ SECTIONS: dict[str, type] = {
     "outbox": OutboxConfig,
     "state": StateConfig,
     "status": StatusConfig,
+    "notify": NotifyConfig,
 }
 
 
@@ -245,6 +251,7 @@ def from_mapping(
     outbox: OutboxConfig = sections["outbox"]
     state: StateConfig = sections["state"]
     metrics_file = sections["status"].metrics_file
+    check_notify(sections["notify"])
 
     check_api_url(q.base_url, "base_url")
     if q.auth_mode == "oauth" or q.client_id:
@@ -276,6 +283,7 @@ def from_mapping(
         outbox=dataclasses.replace(outbox, path=outbox_path),
         state=StateConfig(path=state_path),
         status=StatusConfig(metrics_file=_resolve(Path(metrics_file), base_dir) if metrics_file else None),
+        notify=sections["notify"],
         source=source,
         previous_ledger=previous,
     )
@@ -330,6 +338,9 @@ def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"[{name}] in {where} must be a table of keys, not a single value.")
         known = {f.name for f in dataclasses.fields(SECTIONS[name])}
         for key in value:
+            if (name, key) in ENV_ONLY:
+                raise ConfigError(f"`[{name}] {key}` is read from the environment only, never from a file: remove "
+                                  f"it from {where} and set {ENV_OVERRIDES[(name, key)]} instead.")
             if key not in known:
                 raise ConfigError(f"unknown key `[{name}] {key}` in {where}{_nearest(key, known)}")
 

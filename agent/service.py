@@ -33,6 +33,7 @@ from agent.inbox.trouble import LEDGER
 from agent.inbox.pipeline import Pipeline, Totals
 from agent.inbox.rules import Rules
 from agent.inbox.watcher import Watcher
+from agent.notify import Notifier
 from agent.qonto.client import QontoClient
 from agent.qonto.transport import RetryPolicy
 from agent.state.ledger import Heartbeat, Ledger
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 8.0  # DESIGN.md: exit within 10 s of SIGTERM
 SYNC_AFTER_UPLOAD_SECONDS = 10.0
+NOTIFY_AFTER_SIGNAL_SECONDS = 1.0  # what is left of the 10 s for a last digest when a signal stopped it
 FOLDER_RETRY_SECONDS = 5.0  # the first retry of a sync the outbox refused; it doubles while that lasts
 
 
@@ -155,22 +157,28 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
     alive = ProcessLock(config.run_lock)  # held while this process lives: `status` tries it (any platform)
     if not alive.acquire(blocking=True, timeout=2.0):
         log.info("another `run` of this configuration holds %s; `status` follows that one", config.run_lock)
+    notices = Notifier(config)
     worker = threading.Thread(target=_run_loop, name="inbox",
-                              args=(config, client, ledger, filing, stopping, wake, result), daemon=True)
+                              args=(config, client, ledger, filing, stopping, wake, result, notices), daemon=True)
     worker.start()
     while worker.is_alive() and not stopping.is_set():
         stopping.wait(1.0)
     worker.join(SHUTDOWN_GRACE_SECONDS)
+    end = result.get("end", RunEnd.STOPPED)
     if worker.is_alive():
         log.warning("the batch in flight did not finish in time; it is abandoned safely and resumed at next start")
-        return result.get("end", RunEnd.ABANDONED)  # an error that ended the loop keeps its exit code
-    return result.get("end", RunEnd.STOPPED)
+        end = result.get("end", RunEnd.ABANDONED)  # an error that ended the loop keeps its exit code
+    signalled = end in (RunEnd.STOPPED, RunEnd.ABANDONED)
+    notices.close(None if end is RunEnd.STOPPED else f"the agent stopped unexpectedly ({end.value}); its log says why",
+                  wait=NOTIFY_AFTER_SIGNAL_SECONDS if signalled else None)
+    return end
 
 
 def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stopping: threading.Event,
-              wake: threading.Event, result: dict[str, RunEnd]) -> None:
+              wake: threading.Event, result: dict[str, RunEnd], notices: Notifier) -> None:
     watcher = Watcher(config.inbox, wake.set)
     pipeline = Pipeline(config, client, ledger, filing, wake.set)
+    pipeline.uploader.on_error = notices.refused
     sync = SyncSchedule(config, client, ledger, stopping)
     metrics = MetricsFile(config.status.metrics_file) if config.status.metrics_file else None
     try:
@@ -206,6 +214,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                     next_beat = now + HEARTBEAT_SECONDS
                     if _beat(ledger, watcher, client, pipeline, sync, metrics):
                         next_rescan = now  # the ledger's trouble is over: what waited is taken up at once
+                    notices.needs_person(_needs_person(client, pipeline, sync)[0])
                 pipeline.publish_pending()
                 timeout = min(x for x in (wait, HEARTBEAT_SECONDS, next_rescan - now) if x is not None)
             except FolderError as exc:  # the ledger's disk is full: nothing is lost; the rescan catches up
@@ -245,12 +254,18 @@ def _beat(ledger: Ledger, watcher: Watcher, client: QontoClient, pipeline: Pipel
     waiting for a person (a folder's trouble lasts until it is fixed: it has no end to show).
     True when this write ended the ledger's trouble."""
     ledger.check_same_file()
-    pause = client.person_pause()
-    reason, until = (pause.reason, pause.until) if pause else (pipeline.uploader.trouble.reason() or sync.trouble, None)
+    reason, until = _needs_person(client, pipeline, sync)
     ledger.beat(Heartbeat(os.getpid(), time.time(), watcher.mode, watcher.why, paused=reason, paused_until=until))
     if metrics:
         metrics.write(ledger, paused=reason is not None)
     return pipeline.uploader.trouble.worked(LEDGER)
+
+
+def _needs_person(client: QontoClient, pipeline: Pipeline, sync: SyncSchedule) -> tuple[str | None, float | None]:
+    """What a person must fix now (credentials, a permission, a folder refusing writes) and until
+    when (wall clock) it is not tried again; a folder's trouble has no end: it lasts until fixed."""
+    pause = client.person_pause()
+    return (pause.reason, pause.until) if pause else (pipeline.uploader.trouble.reason() or sync.trouble, None)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,10 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
                      "agent.base.files"), ()),  # tokens are saved through the store it is given
     ("agent.state", ("agent.inbox", "agent.outbox", "agent.service", "agent.qonto", "agent.sandbox",
                      "agent.config"), ()),
-    ("agent.outbox", ("agent.inbox", "agent.service", "agent.sandbox", "agent.cli"), ()),
-    ("agent.inbox", ("agent.outbox", "agent.service", "agent.sandbox", "agent.cli"), ()),
+    ("agent.outbox", ("agent.inbox", "agent.service", "agent.sandbox", "agent.cli", "agent.notify"), ()),
+    ("agent.inbox", ("agent.outbox", "agent.service", "agent.sandbox", "agent.cli", "agent.notify"), ()),
+    ("agent.notify", ("agent.inbox", "agent.outbox", "agent.qonto", "agent.state", "agent.service",
+                      "agent.sandbox", "agent.cli"), ()),  # told by `service`
     ("agent.sandbox", ("agent.qonto", "agent.config", "agent.inbox", "agent.outbox", "agent.state",
                        "agent.service"), ("agent.qonto.limits",)),
 ]

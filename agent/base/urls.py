@@ -27,12 +27,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_api_url(url: str, key: str) -> None:
+def check_api_url(url: str, key: str, section: str = "qonto") -> None:
     """A URL that every reader takes to the same host: read by urllib3's parser (the one requests
     connects with), without userinfo or backslashes, its host the one `urlsplit` shows too. The URL
     is not repeated in the messages: whatever stands before an "@" may be a password."""
-    example = "give a full URL such as https://thirdparty.qonto.com"
-    invalid = f"`[qonto] {key}` is not a valid URL: {example}."
+    example = "give a full URL such as " + ("https://thirdparty.qonto.com" if section == "qonto" else
+                                             "https://hooks.example.com/qonto-agent")
+    where = f"`[{section}] {key}`"
+    invalid = f"{where} is not a valid URL: {example}."
     try:
         parts = parse_url(url)
     except LocationParseError:
@@ -41,17 +43,19 @@ def check_api_url(url: str, key: str) -> None:
         raise ConfigError(invalid)
     host = (parts.host or "").strip("[]")
     if parts.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"`[qonto] {key}` is not a full http(s) URL: {example}.")
+        raise ConfigError(f"{where} is not a full http(s) URL: {example}.")
     if "\\" in url:
-        raise ConfigError(f"`[qonto] {key}` holds a backslash, which programs read differently (one would "
+        raise ConfigError(f"{where} holds a backslash, which programs read differently (one would "
                           f"connect to {host}): remove it and {example}.")
     if parts.auth is not None or "@" in urlsplit(url).netloc:
-        raise ConfigError(f'`[qonto] {key}` holds a user name or password before "@": remove it (credentials '
-                          f"go in `login` and `secret_key`) and {example}.")
+        credentials = ("credentials go in `login` and `secret_key`" if section == "qonto"
+                       else "a webhook's secret goes in its path or query")
+        raise ConfigError(f'{where} holds a user name or password before "@": remove it ({credentials}) '
+                          f"and {example}.")
     if host != urlsplit(url).hostname:
-        raise ConfigError(f"`[qonto] {key}` names a host that programs read differently (one would connect to "
+        raise ConfigError(f"{where} names a host that programs read differently (one would connect to "
                           f"{host}): {example}.")
     if parts.scheme == "http" and not is_loopback(host):
         raise ConfigError(
-            f"`[qonto] {key}` uses http:// to {host}: credentials would travel unencrypted, "
+            f"{where} uses http:// to {host}: credentials would travel unencrypted, "
             "so use https:// (plain http is allowed only for loopback, e.g. the local sandbox).")

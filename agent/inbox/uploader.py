@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from agent.base import beneath
 from agent.base.events import fields
@@ -56,6 +57,7 @@ class Uploader:
         self.rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
         self._take_attempts: dict[Path, int] = {}  # files that could not be claimed, and how often
         self.trouble = FolderTrouble()  # done/ or error/ refusing every write pauses uploads
+        self.on_error: Callable[[str, str, str], None] | None = None  # told (name, reason, hint) of a file in error/
         self.reconciler = Reconciler(client, ledger, filing.own, config.qonto.idempotency_window_seconds)
 
     # --- the two entry points -------------------------------------------------------------------
@@ -242,6 +244,8 @@ class Uploader:
         reason = "; ".join(str(e.get("detail") or e.get("code")) for e in errors)
         extra["fields"]["reason"] = reason
         log.warning("rejected %s: %s. %s (see %s)", claim.name, reason, hint, target.name + ".error.json", extra=extra)
+        if self.on_error:
+            self.on_error(target.name, reason, hint)
 
     def _file_sent(self, item: Prepared, outcome: Outcome) -> bool:
         """File a sent (or already uploaded) file in done/; if the original changed after it was
