@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, doctor, initialize, service, status, systemd_unit, usage
+from agent import __version__, demo, doctor, initialize, progress, service, status, systemd_unit, usage
 from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
@@ -150,10 +150,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             if args.command == "upload":
                 files = resolve_files(cfg, args.files) if args.files else None
                 with service.interruptible("the upload") as stop:
-                    summary = service.upload_once(cfg, client, ledger, files, force=args.force, stop=stop)
+                    summary = service.upload_once(cfg, client, ledger, files, force=args.force, stop=stop,
+                                                  show_progress=progress.wanted(args.log_format))
                 return EXIT_INTERRUPTED if summary.interrupted else VERDICT_EXIT[summary.verdict]
             if args.command == "sync":
-                return _sync(cfg, client, ledger, full=args.full)
+                return _sync(cfg, client, ledger, full=args.full, show_progress=progress.wanted(args.log_format))
         finally:
             ledger.close()
     return EXIT_USAGE
@@ -176,12 +177,10 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _sync(cfg: configuration.Config, client: QontoClient, ledger: Ledger, *, full: bool) -> int:
-    with service.interruptible("the sync") as stop:
-        report = mirror.sync(cfg, client, ledger, full=full, progress=_progress if sys.stderr.isatty() else None,
-                             cancel=stop)
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
+def _sync(cfg: configuration.Config, client: QontoClient, ledger: Ledger, *, full: bool, show_progress: bool) -> int:
+    with (service.interruptible("the sync") as stop,
+          progress.shown("invoices", show_progress, "listing invoices") as bar):
+        report = mirror.sync(cfg, client, ledger, full=full, progress=bar and bar.show, cancel=stop)
     if stop.is_set():
         log.warning("sync interrupted: what was written stays, and the next sync finishes the window")
         return EXIT_INTERRUPTED
@@ -212,11 +211,6 @@ def resolve_files(config: configuration.Config, files: list[str]) -> list[Path]:
             raise ConfigError(f"{name} is not a file: give the path of a file inside the inbox.")
         out.append(config.inbox.path / path.parent.resolve().relative_to(inbox) / path.name)
     return out
-
-
-def _progress(done: int, total: int) -> None:
-    sys.stderr.write(f"\rsynced {done}/{total} invoices ")
-    sys.stderr.flush()
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -12,14 +12,13 @@ import enum
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from agent import sidecars
+from agent import progress, sidecars
 from agent.metrics import MetricsFile
 from agent.outbox import sync as mirror
 from agent.base.files import ProcessLock
@@ -290,13 +289,13 @@ def interruptible(what: str) -> Iterator[threading.Event]:
 
 
 def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list[Path] | None = None,
-                force: bool = False, stop: threading.Event | None = None) -> PassSummary:
+                force: bool = False, stop: threading.Event | None = None, show_progress: bool = False) -> PassSummary:
     """One pass over the inbox (or the given files inside it): what it did and what it left.
-    `stop` (set on SIGINT/SIGTERM) ends it early: no new batch, queued ones dropped, claims given back."""
+    `stop` (set on SIGINT/SIGTERM) ends it early: no new batch, queued ones dropped, claims given back.
+    `show_progress`: a progress line on the terminal (`progress.wanted`)."""
     stop = stop or threading.Event()
     filing = Filing(config.inbox.path)
     pipeline = Pipeline(config, client, ledger, filing)
-    progress = _Progress() if sys.stderr.isatty() else None
     try:
         pipeline.resume()
         if files:
@@ -306,17 +305,7 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
                     pipeline.forced.add(path)
         else:
             pipeline.scan()
-        total = len(pipeline.settler.files)
-        while not stop.is_set():
-            wait = pipeline.tick(flush=not pipeline.settler.settling())  # full batches while files settle
-            pipeline.publish_pending()
-            if progress:
-                progress.show(pipeline.totals, total)
-            if pipeline.idle():
-                break
-            stop.wait(min(wait or 0.1, 0.5))
-        if progress:
-            progress.done()
+        _until_idle(pipeline, stop, show_progress)
         if stop.is_set():
             pipeline.cancel_queued()
             waiting = 0
@@ -343,6 +332,21 @@ def upload_once(config: Config, client: QontoClient, ledger: Ledger, files: list
     return PassSummary(totals, waiting, stuck=stuck)
 
 
+def _until_idle(pipeline: Pipeline, stop: threading.Event, show_progress: bool) -> None:
+    """Tick the pipeline until nothing is left that this pass could send, or `stop` is set."""
+    total = len(pipeline.settler.files)
+    with progress.shown("files", show_progress, pipeline.activity(), total) as bar:
+        while not stop.is_set():
+            wait = pipeline.tick(flush=not pipeline.settler.settling())  # full batches while files settle
+            pipeline.publish_pending()
+            if bar:
+                totals = pipeline.totals
+                bar.show(totals.uploaded + totals.duplicates + totals.failed, total, pipeline.activity())
+            if pipeline.idle():
+                break
+            stop.wait(min(wait or 0.1, 0.5))
+
+
 def _interrupted(config: Config, totals: Totals) -> PassSummary:
     """The summary of a pass stopped by a signal, counting what is back in the inbox."""
     rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
@@ -350,16 +354,3 @@ def _interrupted(config: Config, totals: Totals) -> PassSummary:
     log.warning("upload interrupted: %d uploaded, %d already uploaded, %d failed (in error/); %d file(s) are "
                 "back in the inbox for the next pass", totals.uploaded, totals.duplicates, totals.failed, waiting)
     return PassSummary(totals, waiting, interrupted=True)
-
-
-class _Progress:
-    """A single updating line on a terminal."""
-
-    def show(self, totals: Totals, total: int) -> None:
-        done = totals.uploaded + totals.duplicates + totals.failed
-        sys.stderr.write(f"\r{done}/{total} files: {totals.uploaded} uploaded, {totals.duplicates} already "
-                         f"uploaded, {totals.failed} failed ")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        sys.stderr.write("\n")

@@ -170,6 +170,15 @@ class Pipeline:
             return str(self.totals.paused), self._pause_until
         return None
 
+    def activity(self) -> str:
+        """What the pass does or waits on, in a few words for the progress line."""
+        paused = self.paused()
+        if paused:
+            return f"paused: {paused[0]}"
+        counts = ((sum(len(batch) for batch in self._in_flight.values()), "sending"),
+                  (len(self.batcher.queue), "batching"), (self.settler.settling_count(), "settling"))
+        return ", ".join(f"{what} {n} file{'s' if n > 1 else ''}" for n, what in counts if n)
+
     def idle(self) -> bool:
         """Nothing left that this pass could still send (held and incomplete files wait for later)."""
         return not self.batcher.queue and not self._in_flight and not self.settler.settling()

@@ -222,8 +222,12 @@ class Settler:
     def settling(self) -> bool:
         """Some file may become ready soon (not held back, unfinished or left aside)."""
         now = time.monotonic()
-        return any(seen.hold_until <= now and seen.state not in _UNFINISHED and seen.unaccepted is None
-                   for seen in self.files.values())
+        return any(_may_be_ready_soon(seen, now) for seen in self.files.values())
+
+    def settling_count(self) -> int:
+        """How many files may become ready soon: what a pass that has sent nothing yet waits on."""
+        now = time.monotonic()
+        return sum(1 for seen in self.files.values() if _may_be_ready_soon(seen, now))
 
     def next_check(self) -> float | None:
         """Seconds until a tracked file may change state (None when nothing is tracked)."""
@@ -263,3 +267,7 @@ def _unaccepted(st: os.stat_result | None) -> Unaccepted | None:
     if st.st_nlink > 1:
         return Unaccepted.HARD_LINK
     return None
+
+
+def _may_be_ready_soon(seen: _Seen, now: float) -> bool:
+    return seen.hold_until <= now and seen.state not in _UNFINISHED and seen.unaccepted is None
