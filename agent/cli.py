@@ -9,13 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, demo, doctor, initialize, progress, service, status, systemd_unit, usage
+from agent import __version__, demo, doctor, initialize, progress, results, service, status, systemd_unit, usage
 from agent.outbox import sync as mirror
 from agent import config as configuration
 from agent import logs
 from agent.base.errors import (AgentError, ConfigError, CredentialsError, HTMLAnswerError, LedgerBusy,
                                LedgerError, PermissionDenied, QontoError, RequestRejected)
 from agent.base.verdict import Verdict
+from agent.inbox.preview import preview
 from agent.qonto.client import QontoClient
 from agent.sandbox import command as sandbox_command
 from agent.state.ledger import Ledger
@@ -99,8 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands["upload"]
     p.add_argument("files", nargs="*", metavar="FILE", help="files inside the inbox (default: all of it)")
     p.add_argument("--force", action="store_true", help="send the given files even if their content was uploaded")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would happen to each file; send, move and record nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON result on stdout at the end")
 
-    commands["sync"].add_argument("--full", action="store_true", help="ignore the cursor and look at every invoice")
+    p = commands["sync"]
+    p.add_argument("--full", action="store_true", help="ignore the cursor and look at every invoice")
+    p.add_argument("--json", action="store_true", help="print one JSON result on stdout at the end")
 
     p = commands["status"]
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -148,13 +154,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             if args.command == "run":
                 return _run(cfg, client, ledger)
             if args.command == "upload":
-                files = resolve_files(cfg, args.files) if args.files else None
-                with service.interruptible("the upload") as stop:
-                    summary = service.upload_once(cfg, client, ledger, files, force=args.force, stop=stop,
-                                                  show_progress=progress.wanted(args.log_format))
-                return EXIT_INTERRUPTED if summary.interrupted else VERDICT_EXIT[summary.verdict]
+                return _upload(args, cfg, client, ledger)
             if args.command == "sync":
-                return _sync(cfg, client, ledger, full=args.full, show_progress=progress.wanted(args.log_format))
+                return _sync(cfg, client, ledger, full=args.full, as_json=args.json,
+                             show_progress=progress.wanted(args.log_format))
         finally:
             ledger.close()
     return EXIT_USAGE
@@ -177,10 +180,31 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _sync(cfg: configuration.Config, client: QontoClient, ledger: Ledger, *, full: bool, show_progress: bool) -> int:
+def _upload(args: argparse.Namespace, cfg: configuration.Config, client: QontoClient, ledger: Ledger) -> int:
+    """One pass, or with --dry-run what one pass would do (exit 0: nothing was done)."""
+    files = resolve_files(cfg, args.files) if args.files else None
+    if args.dry_run:
+        previews = preview(cfg, client, ledger, files, force=args.force)
+        if args.json:
+            results.show(results.dry_run(previews))
+        else:
+            print("\n".join(p.line() for p in previews) or f"nothing to upload in {cfg.inbox.path}")
+        return EXIT_OK
+    with service.interruptible("the upload") as stop, results.FileOutcomes() as outcomes:
+        summary = service.upload_once(cfg, client, ledger, files, force=args.force, stop=stop,
+                                      show_progress=progress.wanted(args.log_format))
+    if args.json:
+        results.show(results.upload(summary, outcomes))
+    return EXIT_INTERRUPTED if summary.interrupted else VERDICT_EXIT[summary.verdict]
+
+
+def _sync(cfg: configuration.Config, client: QontoClient, ledger: Ledger, *, full: bool, as_json: bool,
+          show_progress: bool) -> int:
     with (service.interruptible("the sync") as stop,
           progress.shown("invoices", show_progress, "listing invoices") as bar):
         report = mirror.sync(cfg, client, ledger, full=full, progress=bar and bar.show, cancel=stop)
+    if as_json:
+        results.show(results.sync(report, interrupted=stop.is_set()))
     if stop.is_set():
         log.warning("sync interrupted: what was written stays, and the next sync finishes the window")
         return EXIT_INTERRUPTED

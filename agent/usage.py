@@ -55,13 +55,15 @@ COMMANDS: dict[str, Usage] = {
     "upload": Usage(
         "one pass over the inbox (or the given files), then exit",
         "One pass over the inbox, or over the given files inside it, then exit: for cron and backlogs.\n"
-        "Content already uploaded is filed in done/ without sending it again, unless --force.",
+        "Content already uploaded is filed in done/ without sending it again, unless --force.\n"
+        "--dry-run prints what the pass would do with each file and does nothing (exit 0); --json prints "
+        "one JSON result on stdout.",
         _PASS_EXITS,
         "qonto-agent upload -c config.toml inbox/invoice-2026-001.pdf"),
     "sync": Usage(
         "one outbox sync, then exit",
         "Mirror Qonto's supplier invoices into the outbox once (from the cursor, or all with --full), then "
-        "exit.",
+        "exit. --json prints one JSON result on stdout.",
         _PASS_EXITS.replace("files in error/", "listed in the log"),
         "qonto-agent sync -c config.toml --full"),
     "status": Usage(

@@ -92,7 +92,7 @@ def prepare(claim: Claim, own: Path, rules: Rules, *, force: bool, salt: str) ->
         os.close(fd)
         snapshot.close()
         return Back("it changed while it was read") if isinstance(exc, _Changed) else _read_trouble(exc)
-    outcome = _verdict(claim, judged.state, judged.kind, identity.size)
+    outcome = verdict(claim.name, judged.state, judged.kind, identity.size)
     if outcome is not None:
         os.close(fd)
         snapshot.close()
@@ -116,14 +116,15 @@ def _why_not(claim: Claim, st: os.stat_result, identity: Identity, rules: Rules)
     return None
 
 
-def _verdict(claim: Claim, state: State, kind: Kind | None, size: int) -> Back | Refusal | None:
+def verdict(name: str, state: State, kind: Kind | None, size: int) -> Back | Refusal | None:
+    """What a file named `name` whose content was judged so becomes: None when it can be sent."""
     if state in (State.WRITING, State.EMPTY):
         return Back("it looks unfinished")
     if state is not State.COMPLETE:
         return reasons.refusal(state, size)
-    named = _EXTENSIONS.get(Path(claim.name).suffix.lower())
+    named = _EXTENSIONS.get(Path(name).suffix.lower())
     if named is not None and named is not kind:
-        return reasons.misnamed(claim.name, kind)
+        return reasons.misnamed(name, kind)
     return None
 
 

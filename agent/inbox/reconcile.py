@@ -37,6 +37,7 @@ class Known:
 
     invoice_id: str
     words: str
+    mirrored: bool = False  # known from the mirror's hashes: the ledger is told when it is acted on
 
 
 class Reconciler:
@@ -51,20 +52,16 @@ class Reconciler:
 
         Raises QontoError when Qonto must be asked and cannot be: the file must not be sent then.
         """
-        known = self.ledger.lookup(item.sha256)
-        if known is not None and known.outcome is UploadOutcome.UPLOADED and known.invoice_id:
-            when = datetime.fromtimestamp(known.finished_at or time.time(), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-            return Known(known.invoice_id, f"already uploaded as invoice {known.invoice_id} on {when}")
-        mirrored = self.ledger.mirror_with_content(item.sha256)
-        if mirrored is not None and self._free_for(mirrored.invoice_id, item.sha256):
-            self.ledger.record_found(item.sha256, item.key, item.claim.label, item.size, item.claim.dropped_at,
-                                     mirrored.invoice_id)
-            synced = self.ledger.last_sync_at() or "the last outbox sync"
-            return Known(mirrored.invoice_id, f"already in Qonto as invoice {mirrored.invoice_id} (the same bytes, "
-                                              f"as of the outbox sync at {synced})")
-        if known is None or known.outcome is not UploadOutcome.SENDING or not self.key_expired(known):
+        known, upload = self.credited(item.sha256)
+        if known is not None:
+            if known.mirrored:
+                self.ledger.record_found(item.sha256, item.key, item.claim.label, item.size, item.claim.dropped_at,
+                                         known.invoice_id)
+            return known
+        if not self.asks_qonto(upload):
             return None
-        invoice_id = self._find_attempt(known, item.claim.label)
+        assert upload is not None
+        invoice_id = self._find_attempt(upload, item.claim.label)
         if invoice_id is None:
             self.ledger.restart_window(item.sha256)
             log.info("%s: no earlier attempt without an answer had reached Qonto; sending it again", item.claim.name)
@@ -73,6 +70,25 @@ class Reconciler:
                  item.claim.name, invoice_id)
         self.ledger.record_uploaded(item.sha256, invoice_id)
         return Known(invoice_id, f"uploaded as invoice {invoice_id}")
+
+    def credited(self, sha256: str) -> tuple[Known | None, Upload | None]:
+        """Read only (`upload --dry-run` too): the invoice the ledger or the mirror credit with this
+        content, and the ledger's row for it (an attempt without an answer may need Qonto asked)."""
+        known = self.ledger.lookup(sha256)
+        if known is not None and known.outcome is UploadOutcome.UPLOADED and known.invoice_id:
+            when = datetime.fromtimestamp(known.finished_at or time.time(), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            return Known(known.invoice_id, f"already uploaded as invoice {known.invoice_id} on {when}"), known
+        mirrored = self.ledger.mirror_with_content(sha256)
+        if mirrored is not None and self._free_for(mirrored.invoice_id, sha256):
+            synced = self.ledger.last_sync_at() or "the last outbox sync"
+            return Known(mirrored.invoice_id, f"already in Qonto as invoice {mirrored.invoice_id} (the same bytes, "
+                                              f"as of the outbox sync at {synced})", mirrored=True), known
+        return None, known
+
+    def asks_qonto(self, upload: Upload | None) -> bool:
+        """Whether Qonto must be asked before sending: an attempt of ours went unanswered and Qonto
+        may forget its key soon."""
+        return upload is not None and upload.outcome is UploadOutcome.SENDING and self.key_expired(upload)
 
     def key_expired(self, known: Upload) -> bool:
         """Qonto may forget the key soon: the first attempt of this window is older than the margin."""

@@ -392,3 +392,9 @@ def _upload(row: sqlite3.Row) -> Upload:
 
 def _mirror(row: sqlite3.Row) -> MirrorEntry:
     return MirrorEntry(**{**dict(row), "row": json.loads(row["row"])})
+
+
+def seen_at(ledger: Ledger, rel: str, inode: int) -> float | None:
+    """Read only (`upload --dry-run`): when the unfinished file `rel` (this inode) was first seen, if it was."""
+    rows = ledger._query("SELECT first_seen FROM sightings WHERE file=? AND inode=?", (rel, inode))
+    return rows[0][0] if rows else None
