@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import make_config, run_agent, wait_for, write_pdf
+from support import STATUS_SHOWN, make_config, run_agent, wait_for, write_pdf
 
 from agent.sandbox.server import Sandbox
 
@@ -30,7 +30,9 @@ def test_a_planted_secret_appears_nowhere_after_a_full_run(tmp_path, agents):
         wait_for(lambda: all(inv["analyzed_at"] for inv in sandbox.invoices()), message="Qonto's analysis")
         outputs = [run_agent(config, "-v", "sync"), run_agent(config, "status"), run_agent(config, "status", "--json"),
                    run_agent(config, "-v", "check")]
-        assert all(r.returncode == 0 for r in outputs), [r.stderr for r in outputs]
+        codes = [r.returncode for r in outputs]  # `status` says a person is needed: broken.pdf is in error/
+        assert codes[0] == 0 and codes[1] in STATUS_SHOWN and codes[2] in STATUS_SHOWN and codes[3] == 0, \
+            [r.stderr for r in outputs]
         assert agent.stop() == 0
 
         (tmp_path / "wrong").mkdir()
