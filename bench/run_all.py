@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ORDER = ("batching", "latency", "mirror", "contention", "memory", "idle", "hashing")
+ORDER = ("batching", "latency", "mirror", "contention", "memory", "idle", "hashing", "backlog")
 
 
 def command(name: str, quick: bool) -> list[str]:
