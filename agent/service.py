@@ -345,7 +345,6 @@ def _until_idle(pipeline: Pipeline, stop: threading.Event, show_progress: bool) 
             if pipeline.idle():
                 break
             stop.wait(min(wait or 0.1, 0.5))
-        pipeline.publish_pending(now=True)  # what the pass leaves, as it leaves it
 
 
 def _interrupted(config: Config, totals: Totals) -> PassSummary:

@@ -30,7 +30,6 @@ from agent.state.ledger import Ledger, Pending
 log = logging.getLogger(__name__)
 
 PAUSED = "paused: "  # how the reason of a file held by a pause begins
-PUBLISH_SECONDS = 1.0  # how stale `status`'s list of waiting files may be
 UPLOADS_IN_FLIGHT = 2  # one batch's round trip overlaps the next one's, within Qonto's rate limits
 
 
@@ -70,7 +69,6 @@ class Pipeline:
         self.forced: set[Path] = set()
         self._pause_until = 0.0
         self._pause_held = False  # files are held by a pause: lifted when it ends
-        self._next_publish = 0.0
         self._pending_written: list[tuple[str, str]] | None = None
         self._wake = wake
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload")
@@ -216,13 +214,8 @@ class Pipeline:
         """A path as `status` and the ledger show it: relative to the inbox, as valid text."""
         return printable(str(path.relative_to(self.config.inbox.path)))
 
-    def publish_pending(self, *, now: bool = False) -> None:
-        """Tell `status` (another process) what waits and why; written only when it changed, and
-        looked at once a second at most (`now` to force): the list costs time in proportion to
-        the backlog, and every batch's answer wakes the loop."""
-        if not now and time.monotonic() < self._next_publish:
-            return
-        self._next_publish = time.monotonic() + PUBLISH_SECONDS
+    def publish_pending(self) -> None:
+        """Tell `status` (another process) what waits and why; written only when it changed."""
         entries = sorted((self._shown(p), since, why)
                          for p, since, why in self.settler.pending())
         entries += [(self._shown(r.path), r.dropped_at, "queued for upload")
