@@ -35,7 +35,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
         if value:
             return value
         if give_up is not None and (why := give_up()):
-            raise RuntimeError(f"{why} while waiting for {message}")
+            raise RuntimeError(f"{why} while waiting for {message}\n{on_fail() if on_fail else ''}")
         if time.monotonic() > deadline:
             extra = on_fail() if on_fail else ""
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {message}\n{extra}")
