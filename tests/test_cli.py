@@ -102,6 +102,7 @@ def test_status_without_a_running_agent_says_so(tmp_path, sandbox):
         assert key in data
 
 
+@pytest.mark.slow  # over 10 s; keeps the default run near 10 minutes on 2 cores
 def test_status_quotes_the_pause_of_a_running_agent_refused_by_qonto(tmp_path, sandbox, agents):
     config = make_config(tmp_path, sandbox, qonto={"secret_key": "wrong-secret-value"})
     agent = agents(config, "run")

@@ -139,6 +139,7 @@ def _hold_exclusive(path: Path, seconds: float, held: threading.Event) -> thread
     return thread
 
 
+@pytest.mark.slow  # over 10 s; keeps the default run near 10 minutes on 2 cores
 def test_run_waits_out_a_short_lock_and_goes_on(tmp_path, sandbox, agents):
     config = make_config(tmp_path, sandbox)
     agent = agents(config, "run")

@@ -158,6 +158,7 @@ def test_a_dead_mail_server_costs_one_log_line_and_uploads_go_on(tmp_path, sandb
     assert len(lines) == 1 and "3 event(s)" in lines[0], lines
 
 
+@pytest.mark.slow  # over 10 s; keeps the default run near 10 minutes on 2 cores
 def test_refused_credentials_are_told_with_what_to_check(tmp_path, sandbox, agents, hook):
     config = make_config(tmp_path, sandbox, qonto={"secret_key": "wrong-secret-value"},
                          notify={"interval_seconds": INTERVAL, "webhook_url": hook.url})
@@ -171,6 +172,7 @@ def test_refused_credentials_are_told_with_what_to_check(tmp_path, sandbox, agen
     assert agent.stop() == 0 and len(hook.received) == 1, hook.received
 
 
+@pytest.mark.slow  # over 10 s; keeps the default run near 10 minutes on 2 cores
 def test_an_unexpected_stop_is_told_at_once(tmp_path, sandbox, agents, hook):
     config = make_config(tmp_path, sandbox, notify={"interval_seconds": 3600, "webhook_url": hook.url})
     agent = agents(config, "run")
