@@ -20,9 +20,10 @@ HTML_PAGE = (
 
 @dataclass
 class Request:
-    """A request as read off the wire. Routing names its `endpoint` (a route template such as
-    `/v2/supplier_invoices/{id}`) and the query parameters it `ignored`; bulk uploads annotate
-    `items` and `idempotency_keys`."""
+    """A request as read off the wire, from the `client` address. Routing names its `endpoint` (a
+    route template such as `/v2/supplier_invoices/{id}`) and the query parameters it `ignored`;
+    authentication (or a download's signed URL) names its `organization` (a login); bulk uploads
+    annotate `items` and `idempotency_keys`."""
 
     method: str
     path: str
@@ -30,6 +31,8 @@ class Request:
     headers: HTTPMessage
     body: bytes
     trace_id: str
+    client: str = ""
+    organization: str | None = None
     items: int = 0
     idempotency_keys: tuple[str, ...] = ()
     endpoint: str | None = None

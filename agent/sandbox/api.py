@@ -1,5 +1,5 @@
 """The sandbox's endpoints and authentication: what each route answers, given the settings
-read at each use and the shared store."""
+read at each use and the store of the organization the credentials are for."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from agent.qonto.limits import MAX_FILE_BYTES
 from agent.sandbox.answers import (
@@ -29,6 +29,7 @@ from agent.sandbox.answers import (
     storage_error,
 )
 from agent.sandbox.multipart import FilePart, group_items, item_key, parse_multipart
+from agent.sandbox.orgs import Organizations
 from agent.sandbox.settings import SandboxSettings
 from agent.sandbox.listing import PARAMETERS as LIST_PARAMETERS, BadParameter, parse_list_query
 from agent.sandbox.store import Item, Store
@@ -70,14 +71,15 @@ class Route:
 
 
 class Api:
-    """Qonto's endpoints over one store: credentials and OAuth tokens, uploads, lists, downloads.
+    """Qonto's endpoints over each organization's store: credentials and OAuth tokens, uploads,
+    lists, downloads. Bearer tokens are the primary organization's.
 
     Settings are read at each use, so a test may change them while the sandbox serves.
     """
 
-    def __init__(self, settings: SandboxSettings, store: Store) -> None:
+    def __init__(self, settings: SandboxSettings, organizations: Organizations) -> None:
         self.settings = settings
-        self._store = store
+        self._orgs = organizations
         self._url_key = secrets.token_bytes(32)
         self._auth_lock = threading.Lock()
         self._static_tokens = frozenset(settings.access_tokens)
@@ -91,12 +93,12 @@ class Api:
             Route("GET", "/v2/supplier_invoices", self._list_invoices, "supplier_invoice.read", LIST_PARAMETERS),
             Route("GET", "/v2/supplier_invoices/{id}", self._get_invoice, "supplier_invoice.read"),
             Route("GET", "/v2/attachments/{id}", self._get_attachment, "attachment.read"),
-            Route("GET", "/_storage/{id}", self._download, None, frozenset({"expires", "signature"})),
+            Route("GET", "/_storage/{id}", self._download, None, frozenset({"organization", "expires", "signature"})),
             Route("GET", "/login", self._login_page),
         )
 
     def authenticate(self, req: Request) -> Response | None:
-        """None when the Authorization header is acceptable, else the 401 answer."""
+        """None when the Authorization header is acceptable (naming `req.organization`), else the 401 answer."""
         header = req.headers.get("Authorization")
         if header is None:
             return api_error(req, 401, "unauthorized", "The Authorization header is missing")
@@ -105,9 +107,11 @@ class Api:
             with self._auth_lock:
                 expiry = self._issued_tokens.get(token.strip(), 0.0)
             if token.strip() in self._static_tokens or expiry > time.monotonic():
+                req.organization = self.settings.login
                 return None
             return api_error(req, 401, "unauthorized", "The access token is invalid or expired")
-        if hmac.compare_digest(header.encode(), f"{self.settings.login}:{self.settings.secret_key}".encode()):
+        req.organization = self._orgs.by_api_key(header)
+        if req.organization is not None:
             return None
         return api_error(req, 401, "unauthorized", "Invalid login or secret key")
 
@@ -147,11 +151,16 @@ class Api:
         }
         return json_answer(200, payload, {"Cache-Control": "no-store"})
 
+    def _store(self, req: Request) -> Store:
+        """The store of the organization the request's credentials are for."""
+        return self._orgs.store(req.organization)
+
     def _organization(self, req: Request, match: re.Match[str]) -> Response:
+        login = self._orgs.login(req.organization)
         organization = {
-            "id": self._store.organization_id,
-            "slug": self.settings.login,
-            "legal_name": LEGAL_NAME,
+            "id": self._store(req).organization_id,
+            "slug": login,
+            "legal_name": LEGAL_NAME if login == self.settings.login else f"{login} SAS",
             "locale": "fr",
             "legal_country": "FR",
             "bank_accounts": [],
@@ -188,7 +197,7 @@ class Api:
             return api_error(req, 400, "invalid", "meta must be a JSON string", parameter="meta")
         source = top.get("source") if isinstance(top.get("source"), str) else None
         checked = [self._check_item(item) for item in items]
-        invoices, errors = self._store.upload(
+        invoices, errors = self._store(req).upload(
             checked, source=source, meta=meta, key_window=self.settings.key_window_seconds, keep_files=self.settings.keep_files
         )
         return json_answer(200, {"supplier_invoices": invoices, "errors": [self._shaped(e) for e in errors]})
@@ -237,7 +246,7 @@ class Api:
             query = parse_list_query(req.query, sortable_updated_at=self.settings.sortable_updated_at)
         except BadParameter as exc:
             return api_error(req, 400, "invalid", exc.detail, parameter=exc.parameter)
-        page, total = self._store.list_page(query)
+        page, total = self._store(req).list_page(query)
         total_pages = math.ceil(total / query.per_page)
         meta = {
             "current_page": query.page,
@@ -250,18 +259,20 @@ class Api:
         return json_answer(200, {"supplier_invoices": page, "meta": meta})
 
     def _get_invoice(self, req: Request, match: re.Match[str]) -> Response:
-        invoice = self._store.invoice(match["id"])
+        invoice = self._store(req).invoice(match["id"])
         if invoice is None:
             return api_error(req, 404, "not_found", f"Supplier invoice {match['id']} not found")
         return json_answer(200, {"supplier_invoice": invoice})
 
     def _get_attachment(self, req: Request, match: re.Match[str]) -> Response:
-        attachment = self._store.attachment(match["id"])
+        attachment = self._store(req).attachment(match["id"])
         if attachment is None:
             return api_error(req, 404, "not_found", f"Attachment {match['id']} not found")
+        login = self._orgs.login(req.organization)
         expires = f"{time.time() + self.settings.url_ttl_seconds:.3f}"
-        signature = self._sign(attachment.id, expires)
-        url = f"{req.origin}/_storage/{attachment.id}?expires={expires}&signature={signature}"
+        signature = self._sign(login, attachment.id, expires)
+        where = urlencode({"organization": login, "expires": expires, "signature": signature})
+        url = f"{req.origin}/_storage/{attachment.id}?{where}"
         payload = {
             "id": attachment.id,
             "created_at": attachment.created_at,
@@ -273,11 +284,13 @@ class Api:
         }
         return json_answer(200, {"attachment": payload})
 
-    def _sign(self, attachment_id: str, expires: str) -> str:
-        return hmac.new(self._url_key, f"{attachment_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
+    def _sign(self, login: str, attachment_id: str, expires: str) -> str:
+        message = f"{login}\n{attachment_id}\n{expires}".encode()
+        return hmac.new(self._url_key, message, hashlib.sha256).hexdigest()
 
     def _download(self, req: Request, match: re.Match[str]) -> Response:
-        """`GET /_storage/{id}?expires=&signature=`: a pre-signed object-storage download."""
+        """`GET /_storage/{id}?organization=&expires=&signature=`: a pre-signed object-storage
+        download of one organization's attachment."""
         if "Authorization" in req.headers:
             return storage_error(
                 req,
@@ -286,11 +299,12 @@ class Api:
                 "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query "
                 "string parameter or the Authorization header should be specified",
             )
+        login = req.query.get("organization", [""])[-1]
         expires = req.query.get("expires", [""])[-1]
         signature = req.query.get("signature", [""])[-1]
         if not expires or not signature:
             return storage_error(req, 403, "AccessDenied", "Query-string authentication needs expires and signature")
-        if not hmac.compare_digest(signature.encode(), self._sign(match["id"], expires).encode()):
+        if not hmac.compare_digest(signature.encode(), self._sign(login, match["id"], expires).encode()):
             return storage_error(
                 req,
                 403,
@@ -299,7 +313,8 @@ class Api:
             )
         if float(expires) < time.time():
             return storage_error(req, 403, "AccessDenied", "Request has expired")
-        attachment = self._store.attachment(match["id"])
+        req.organization = login
+        attachment = self._store(req).attachment(match["id"])
         if attachment is None or attachment.data is None:
             return storage_error(req, 404, "NoSuchKey", "The specified key does not exist.")
         return Response(200, attachment.data, attachment.content_type)

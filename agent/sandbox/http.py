@@ -91,11 +91,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except ValueError:
-            request = Request(self.command, path, query, self.headers, b"", trace_id)
+            request = Request(self.command, path, query, self.headers, b"", trace_id, self.client_address[0])
             self.close_connection = True
             response: Response | None = api_error(request, 400, "invalid", "The request body could not be read")
         else:
-            request = Request(self.command, path, query, self.headers, body, trace_id)
+            request = Request(self.command, path, query, self.headers, body, trace_id, self.client_address[0])
             response = self._answer(sandbox, request)
         # Logged before answering: a client that has its answer finds the request in the log.
         sandbox.record(request, response.status if response is not None else None, started)

@@ -37,6 +37,8 @@ class RequestRecord:
     received_at: str = ""  # wall-clock arrival, RFC 3339 UTC
     endpoint: str = ""  # e.g. "GET /v2/supplier_invoices/{id}"; method and path when no route matched
     ignored_parameters: tuple[str, ...] = ()  # query parameters the endpoint does not read
+    organization: str | None = None  # the login the credentials (or a download's URL) were for; None if unknown
+    client: str = ""  # the client's IP address, as the per-IP rate limit counts it
 
     def as_json(self) -> dict[str, Any]:
         """The record as `GET /_sandbox/requests` shows it (durations in milliseconds)."""
@@ -88,6 +90,8 @@ class RequestLog:
                 received_at=received.strftime("%Y-%m-%dT%H:%M:%S.") + f"{received.microsecond // 1000:03d}Z",
                 endpoint=endpoint,
                 ignored_parameters=req.ignored,
+                organization=req.organization,
+                client=req.client,
             ))
             self._counts[endpoint] += 1
 

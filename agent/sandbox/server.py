@@ -26,6 +26,10 @@ Qonto API facts, qonto-api.md) over real HTTP, with Qonto's quirks reproduced on
   some spec versions), and a switch to refuse sorting by `updated_at`. Other query parameters are
   ignored, as the reference says nothing of them; the request log shows them.
 - `denied_scopes`: the endpoints needing one of these OAuth scopes answer 403 `forbidden`.
+- Several organizations (`organizations`, `add_organization()`), each with its own API key,
+  invoices, attachments and idempotency keys (`orgs.py`); bearer tokens are the primary's.
+- Qonto's per-IP rate limit (`ip_rate_limits`, off by default): `/v2/` requests above the rate,
+  401s included, answer 429 `too_many_requests` with `Retry-After` (`iplimit.py`).
 - `GET /v2/attachments/{id}` hands out pre-signed storage URLs under `/_storage/` that expire,
   refuse an `Authorization` header and answer S3-like XML errors.
 - Fault injection (`Faults`): latency, 500, 429 with `Retry-After`, dropped connections, HTML 502
@@ -47,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -57,9 +60,11 @@ from agent.sandbox.answers import HTML_PAGE, Request, Response, api_error, html_
 from agent.sandbox.api import Api
 from agent.sandbox.faults import SPOILERS, FaultDice, fault_response, spoil
 from agent.sandbox.http import Server
+from agent.sandbox.iplimit import IpRateLimit
 from agent.sandbox.log import RequestLog, RequestRecord
+from agent.sandbox.orgs import Organizations
 from agent.sandbox.settings import SandboxSettings
-from agent.sandbox.store import Store, to_ms
+from agent.sandbox.store import to_ms
 from agent.sandbox.view import PREFIX as VIEW_PREFIX, view
 
 _SETTINGS = frozenset(settings_field.name for settings_field in dataclasses.fields(SandboxSettings))
@@ -71,6 +76,9 @@ class Sandbox:
     Construct, then `start()` (or use it as a context manager); `base_url` is then the API root
     to configure. Credentials: API key `<login>:<secret_key>`, bearer tokens in `access_tokens`
     or issued by `POST /oauth2/token` (client id/secret and a first refresh token as given).
+    `organizations` (or `add_organization()`) serves more organizations, each its own API key and
+    data; the inspection methods take `organization=<login>` (default: the primary, `login`).
+    `ip_rate_limits` ((requests, seconds), ...) answers 429 above that rate per client address.
 
     Run-time knobs, read at each use: `faults`, `key_window_seconds` (how long an idempotency key
     replays its invoice), `analysis_delay_seconds`, `url_ttl_seconds` (pre-signed URL validity),
@@ -93,8 +101,9 @@ class Sandbox:
         self.settings = settings if settings is not None else SandboxSettings(**options)
         self.host, self.port = host, port
         self._faults = FaultDice(self.settings.seed)
-        self._store = Store(random.Random(self.settings.seed))
-        self._api = Api(self.settings, self._store)
+        self._orgs = Organizations(self.settings)
+        self._api = Api(self.settings, self._orgs)
+        self._ip_limit = IpRateLimit()
         self._log = RequestLog(self.settings.request_log_limit)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -157,19 +166,25 @@ class Sandbox:
 
     # -- inspection and control (thread-safe, copies) ------------------------------------------
 
-    def invoices(self) -> list[dict[str, Any]]:
-        """Every supplier invoice, in creation order, as the API would show it now."""
+    def add_organization(self, login: str, secret_key: str) -> None:
+        """Serve one more organization, API key `<login>:<secret_key>`, from now on (empty, like a
+        new one); ValueError if the login is taken."""
+        self._orgs.add(login, secret_key)
+
+    def invoices(self, organization: str | None = None) -> list[dict[str, Any]]:
+        """Every supplier invoice of an organization (a login; None: the primary), in creation
+        order, as the API would show it now. The other inspection methods take it too."""
         self._analyse_due()
-        return self._store.all_invoices()
+        return self._orgs.store(organization).all_invoices()
 
-    def invoice_count(self) -> int:
+    def invoice_count(self, organization: str | None = None) -> int:
         """How many invoices exist (without analysing any)."""
-        return self._store.invoice_count()
+        return self._orgs.store(organization).invoice_count()
 
-    def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+    def invoice(self, invoice_id: str, organization: str | None = None) -> dict[str, Any] | None:
         """One invoice as the API would show it now, or None."""
         self._analyse_due()
-        return self._store.invoice(invoice_id)
+        return self._orgs.store(organization).invoice(invoice_id)
 
     def request_log(self, since: int = 0) -> list[RequestRecord]:
         """Every request received since the start (or the last `reset_log()`), oldest first; with
@@ -192,18 +207,24 @@ class Sandbox:
         return self._log.counts()
 
     def count(
-        self, *, method: str | None = None, path_prefix: str | None = None, status: int | None = None
+        self, *, method: str | None = None, path_prefix: str | None = None, status: int | None = None,
+        organization: str | None = None,
     ) -> int:
-        """How many logged requests match every given criterion (None means any)."""
+        """How many logged requests match every given criterion (None means any; `organization`
+        is the login the request was for)."""
         return sum(
             1
             for record in self.request_log()
             if (method is None or record.method == method)
             and (path_prefix is None or record.path.startswith(path_prefix))
             and (status is None or record.status == status)
+            and (organization is None or record.organization == organization)
         )
 
-    def seed(self, n: int, *, without_attachment: float = 0.1, start: datetime | None = None) -> list[str]:
+    def seed(
+        self, n: int, *, without_attachment: float = 0.1, start: datetime | None = None,
+        organization: str | None = None,
+    ) -> list[str]:
         """Add `n` analysed invoices, most with a small PDF attachment; return their ids.
 
         Their `updated_at` values are distinct, increasing with creation, and spread between
@@ -214,33 +235,34 @@ class Sandbox:
         start = start if start is not None else now - timedelta(days=30)
         if to_ms(start) >= to_ms(now):
             raise ValueError("seed(start=...) must be in the past")
-        return self._store.seed(n, without_attachment=without_attachment, start=start, end=now)
+        return self._orgs.store(organization).seed(n, without_attachment=without_attachment, start=start, end=now)
 
-    def update_invoice(self, invoice_id: str, **fields: Any) -> dict[str, Any]:
+    def update_invoice(self, invoice_id: str, *, organization: str | None = None, **fields: Any) -> dict[str, Any]:
         """Set fields of an invoice (as a person would in Qonto) and move its `updated_at`."""
         self._analyse_due()
-        return self._store.update(invoice_id, fields)
+        return self._orgs.store(organization).update(invoice_id, fields)
 
-    def attachment_bytes(self, attachment_id: str) -> bytes:
+    def attachment_bytes(self, attachment_id: str, organization: str | None = None) -> bytes:
         """The stored bytes of an attachment; KeyError if unknown or not kept."""
-        attachment = self._store.attachment(attachment_id)
+        attachment = self._orgs.store(organization).attachment(attachment_id)
         if attachment is None or attachment.data is None:
             raise KeyError(attachment_id)
         return attachment.data
 
-    def attachment_sha256(self, attachment_id: str) -> str:
+    def attachment_sha256(self, attachment_id: str, organization: str | None = None) -> str:
         """The lowercase hex SHA-256 of an attachment's bytes; KeyError if unknown."""
-        attachment = self._store.attachment(attachment_id)
+        attachment = self._orgs.store(organization).attachment(attachment_id)
         if attachment is None:
             raise KeyError(attachment_id)
         return attachment.sha256
 
-    def uploads_by_key(self) -> dict[str, str]:
+    def uploads_by_key(self, organization: str | None = None) -> dict[str, str]:
         """Idempotency key → id of the invoice its latest successful creation made."""
-        return self._store.uploads_by_key()
+        return self._orgs.store(organization).uploads_by_key()
 
     def _analyse_due(self) -> None:
-        self._store.analyse_due(self.settings.analysis_delay_seconds)
+        for store in self._orgs.stores():
+            store.analyse_due(self.settings.analysis_delay_seconds)
 
     def respond(self, req: Request) -> Response | None:
         """The answer to a request, or None to drop the connection without answering (for the handler).
@@ -261,6 +283,9 @@ class Sandbox:
         if not self._staging_ok(req):
             location = {"Location": f"{req.origin}/login"}
             return html_answer(302, b"<html><body>Redirecting to /login</body></html>\n", location)
+        if req.path.startswith("/v2/") and (wait := self._ip_limit.admit(req.client, self.settings.ip_rate_limits)):
+            detail = f"Rate limit exceeded for {req.client}, retry in {wait} s"
+            return api_error(req, 429, "too_many_requests", detail, headers={"Retry-After": str(wait)})
         faultable = storage or req.path.startswith("/v2/") or req.path == "/oauth2/token"
         fault = self._faults.draw(faults, storage=storage) if faultable else None
         if fault is not None and not fault.startswith("commit") and fault not in SPOILERS:
