@@ -40,6 +40,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--staging-token", default=None, help="require this X-Qonto-Staging-Token header")
     parser.add_argument("--deny-scope", action="append", default=[], metavar="SCOPE",
                         help="answer 403 forbidden where this OAuth scope is needed (repeatable)")
+    parser.add_argument("--organization", action="append", default=[], type=_organization, metavar="LOGIN:SECRET",
+                        help="serve one more organization, with its own API key and invoices (repeatable)")
+    parser.add_argument("--ip-rate-limit", action="append", default=[], type=_rate, metavar="REQUESTS/SECONDS",
+                        help="answer 429 above this many API requests per client address in any such window, "
+                             "as Qonto does (repeatable; Qonto's: 1000/10 and 10000/600)")
+
+
+def _organization(value: str) -> tuple[str, str]:
+    """`LOGIN:SECRET` → (login, secret); the login is what comes before the first `:`."""
+    login, colon, secret_key = value.partition(":")
+    if not colon:
+        raise argparse.ArgumentTypeError(f"expected LOGIN:SECRET, got {value!r}")
+    return login, secret_key
+
+
+def _rate(value: str) -> tuple[int, float]:
+    """`REQUESTS/SECONDS` → (requests, seconds), both positive."""
+    count, _, seconds = value.partition("/")
+    try:
+        limit = int(count), float(seconds)
+    except ValueError:
+        limit = (0, 0.0)
+    if limit[0] < 1 or not limit[1] > 0:
+        raise argparse.ArgumentTypeError(f"expected REQUESTS/SECONDS such as 1000/10, got {value!r}")
+    return limit
 
 
 def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
@@ -48,19 +73,24 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
     from agent.sandbox.server import Sandbox
 
     share = args.fault_rate / 3
-    return Sandbox(
-        args.host,
-        args.port,
-        login=args.login,
-        secret_key=args.secret_key,
-        staging_token=args.staging_token,
-        key_window_seconds=args.key_window,
-        analysis_delay_seconds=args.analysis_delay,
-        url_ttl_seconds=args.url_ttl,
-        denied_scopes=frozenset(args.deny_scope),
-        request_log_limit=REQUEST_LOG_LIMIT,
-        faults=Faults(latency_seconds=args.latency, error_rate=share, rate_limit_rate=share, drop_rate=share),
-    )
+    try:
+        return Sandbox(
+            args.host,
+            args.port,
+            login=args.login,
+            secret_key=args.secret_key,
+            organizations=tuple(args.organization),
+            ip_rate_limits=tuple(args.ip_rate_limit),
+            staging_token=args.staging_token,
+            key_window_seconds=args.key_window,
+            analysis_delay_seconds=args.analysis_delay,
+            url_ttl_seconds=args.url_ttl,
+            denied_scopes=frozenset(args.deny_scope),
+            request_log_limit=REQUEST_LOG_LIMIT,
+            faults=Faults(latency_seconds=args.latency, error_rate=share, rate_limit_rate=share, drop_rate=share),
+        )
+    except ValueError as exc:  # an --organization that cannot be an API key, or a login given twice
+        raise ConfigError(f"{exc} Fix --organization or --login.") from exc
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -98,6 +128,12 @@ def _banner(sandbox: Sandbox) -> str:
     ]
     if sandbox.staging_token is not None:
         lines.append(f'staging_token = "{sandbox.staging_token}"')
+    if sandbox.organizations:
+        others = ", ".join(login for login, _ in sandbox.organizations)
+        lines += ["", f"Other organizations, each with the secret key you gave: {others}"]
+    if sandbox.ip_rate_limits:
+        rates = " and ".join(f"{count} per {seconds:g} s" for count, seconds in sandbox.ip_rate_limits)
+        lines += ["", f"API requests per client address are limited to {rates} (429 above)."]
     lines += [
         "",
         f"OAuth instead: token_url = \"{sandbox.base_url}/oauth2/token\", client_id = \"{sandbox.client_id}\",",
