@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -31,6 +32,9 @@ class Sent(Protocol):
 
     def leaves_in(self, window: int, n: int) -> float:
         """Seconds until the n-th oldest request in the window (from 1) leaves it."""
+
+    def ahead(self) -> int:
+        """How many other processes have been waiting for their turn longer than this one."""
 
 
 Decide = Callable[[Sent], float]  # the wait a request needs; 0 or less: it is sent now
@@ -75,10 +79,15 @@ class _MemorySent:
         seconds, sent = self._windows[window]
         return sent[n - 1] + seconds - self._now
 
+    def ahead(self) -> int:
+        return 0  # the threads of one process are the limiter's own business
+
 
 class FileWindows:
     """Send times in a SQLite file, shared by every process (and thread) that uses the same file.
 
+    Fair: a process that must wait notes since when (`waiting`), and the others' requests wait
+    until it has had its turn, instead of it losing every race to whichever process just sent.
     Times are wall-clock (`time.time()`): monotonic clocks of two processes are not comparable
     after a reboot. A time more than the shortest window in the future means the clock was set
     back: it is dropped, so such a jump costs at most one short window's wait, never a stall.
@@ -92,6 +101,7 @@ class FileWindows:
         self._seconds = [float(s) for s in seconds]
         self._fallback = fallback
         self._clock = clock
+        self._me = uuid.uuid4().hex  # this store's name among the waiters
         self._lock = threading.Lock()  # one connection, one transaction at a time
         self._db: sqlite3.Connection | None = None
         try:
@@ -117,6 +127,8 @@ class FileWindows:
             db.execute("PRAGMA synchronous=NORMAL")  # a budget lost with the machine is no loss
             db.execute("CREATE TABLE IF NOT EXISTS sent (at REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS sent_at ON sent (at)")
+            db.execute("CREATE TABLE IF NOT EXISTS waiting (who TEXT PRIMARY KEY, since REAL NOT NULL, "
+                       "until REAL NOT NULL)")  # until: its next look, and a second more: then it is gone
         except BaseException:
             db.close()
             raise
@@ -126,12 +138,16 @@ class FileWindows:
         db.execute("BEGIN IMMEDIATE")
         try:
             now = self._clock()
-            if self._seconds:
-                db.execute("DELETE FROM sent WHERE at <= ? OR at > ?",
-                           (now - max(self._seconds), now + min(self._seconds)))
-            wait = decide(_FileSent(db, self._seconds, now))
+            longest, shortest = max(self._seconds), min(self._seconds)
+            db.execute("DELETE FROM sent WHERE at <= ? OR at > ?", (now - longest, now + shortest))
+            db.execute("DELETE FROM waiting WHERE until <= ? OR since > ?", (now, now + shortest))
+            wait = decide(_FileSent(db, self._seconds, now, self._me))
             if wait <= 0:
                 db.execute("INSERT INTO sent (at) VALUES (?)", (now,))
+                db.execute("DELETE FROM waiting WHERE who = ?", (self._me,))
+            else:
+                db.execute("INSERT INTO waiting VALUES (?, ?, ?) "
+                           "ON CONFLICT (who) DO UPDATE SET until = excluded.until", (self._me, now, now + wait + 1.0))
             db.execute("COMMIT")
             return wait
         except BaseException:
@@ -152,10 +168,11 @@ class _FileSent:
     # `at > ?` (a bound a second wider) uses the index; `at + ? > ?` is the exact test MemoryWindows makes.
     _IN = "FROM sent WHERE at > ? AND at + ? > ?"
 
-    def __init__(self, db: sqlite3.Connection, seconds: list[float], now: float) -> None:
+    def __init__(self, db: sqlite3.Connection, seconds: list[float], now: float, me: str) -> None:
         self._db = db
         self._seconds = seconds
         self._now = now
+        self._me = me
 
     def _bounds(self, window: int) -> tuple[float, float, float]:
         seconds = self._seconds[window]
@@ -168,3 +185,8 @@ class _FileSent:
         at = self._db.execute(f"SELECT at {self._IN} ORDER BY at LIMIT 1 OFFSET ?",
                               (*self._bounds(window), n - 1)).fetchone()[0]
         return at + self._seconds[window] - self._now
+
+    def ahead(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM waiting WHERE who != ? AND since < "
+                                "COALESCE((SELECT since FROM waiting WHERE who = ?), ?)",
+                                (self._me, self._me, self._now)).fetchone()[0]

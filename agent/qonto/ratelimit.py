@@ -88,8 +88,10 @@ class RateLimiter:
     def _wait(self, sent: Sent, urgent: bool) -> float:
         """Seconds until every window has room for this request. Room means a free slot for an
         urgent request; for another one, a slot outside the reserve and one more for every urgent
-        request waiting."""
-        wait = 0.0
+        request waiting. While another process has waited longer, another request waits its turn:
+        a slot's time, then it looks again (an urgent one goes first all the same)."""
+        yields = not urgent and sent.ahead() > 0
+        wait = min((seconds / count for count, _, seconds in self._limits), default=0.0) if yields else 0.0
         for window, (count, normal, seconds) in enumerate(self._limits):
             in_window = sent.count(window)
             if urgent:
