@@ -7,7 +7,6 @@ relative to the config file. `write_config` (for `init`) writes with `tomli_w`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import logging
 import os
@@ -24,6 +23,7 @@ import tomli_w
 
 from agent.base import files, times
 from agent.base.urls import check_api_url
+from agent.config_values import build, nearest
 from agent.notify_settings import NotifyConfig, check_notify
 from agent.base.errors import ConfigError
 from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
@@ -65,6 +65,7 @@ class QontoConfig:
     timeout_seconds: float = 30.0
     max_requests_per_10s: int = 900  # Qonto allows 1,000 per 10 s per IP: keep a margin
     max_requests_per_10min: int = 9000  # ... and 10,000 per 10 min
+    rate_limit_file: Path = Path()  # resolved by `load` (`default_rate_limit_path` when empty); unresolved: none
     idempotency_window_seconds: float = KEY_WINDOW_SECONDS
 
     @property
@@ -189,6 +190,14 @@ def default_state_path(config_file: Path, env: Mapping[str, str] = os.environ,
     return config_file.with_name(f"{config_file.stem}.ledger.sqlite")
 
 
+def default_rate_limit_path(env: Mapping[str, str] = os.environ) -> Path:
+    """The file whose rate budget every agent on the host shares unless told otherwise (Qonto counts
+    per IP): `$STATE_DIRECTORY/rate-limit.sqlite` under systemd, else in the per-user state folder.
+    Agents of different users share only when pointed at one file they can all write."""
+    state_dir = (env.get("STATE_DIRECTORY") or "").split(":")[0]
+    return (Path(state_dir) if state_dir else platform_state_dir(env)) / "rate-limit.sqlite"
+
+
 def previous_state_path(inbox: Path, env: Mapping[str, str] = os.environ) -> Path:
     """Where agents before 2026-12 kept the ledger by default: one per user and inbox."""
     digest = hashlib.sha256(str(inbox.resolve()).encode()).hexdigest()[:8]
@@ -244,7 +253,7 @@ def from_mapping(
         for (sec, key), var in ENV_OVERRIDES.items():
             if sec == name and env.get(var):
                 values[key] = env[var]
-        sections[name] = _build(cls, name, values)
+        sections[name] = build(cls, name, values)
 
     q: QontoConfig = sections["qonto"]
     inbox: InboxConfig = sections["inbox"]
@@ -277,7 +286,7 @@ def from_mapping(
         raise ConfigError("`[inbox] path` and `[outbox] path` are the same folder: give each its own.")
     state_path, previous = _state_paths(state.path, base_dir, source, inbox_path, env)
     return Config(
-        qonto=q,
+        qonto=dataclasses.replace(q, rate_limit_file=_rate_limit_path(q.rate_limit_file, base_dir, env)),
         inbox=dataclasses.replace(inbox, path=inbox_path,
                                   patterns=tuple(p.lower() for p in inbox.patterns)),
         outbox=dataclasses.replace(outbox, path=outbox_path),
@@ -296,6 +305,10 @@ def _state_paths(path: Path, base_dir: Path, source: Path | None, inbox: Path,
         return _resolve(path, base_dir), None
     config_file = base_dir / (source.name if source else "config.toml")
     return default_state_path(config_file, env), previous_state_path(inbox, env)
+
+
+def _rate_limit_path(path: Path, base_dir: Path, env: Mapping[str, str]) -> Path:
+    return _resolve(path, base_dir) if path != Path() else default_rate_limit_path(env)
 
 
 def check_credentials(q: QontoConfig) -> None:
@@ -333,7 +346,7 @@ def _resolve(path: Path, base_dir: Path) -> Path:
 def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
     for name, value in raw.items():
         if name not in SECTIONS:
-            raise ConfigError(f"unknown section [{name}] in {where}{_nearest(name, SECTIONS)}")
+            raise ConfigError(f"unknown section [{name}] in {where}{nearest(name, SECTIONS)}")
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] in {where} must be a table of keys, not a single value.")
         known = {f.name for f in dataclasses.fields(SECTIONS[name])}
@@ -342,58 +355,7 @@ def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
                 raise ConfigError(f"`[{name}] {key}` is read from the environment only, never from a file: remove "
                                   f"it from {where} and set {ENV_OVERRIDES[(name, key)]} instead.")
             if key not in known:
-                raise ConfigError(f"unknown key `[{name}] {key}` in {where}{_nearest(key, known)}")
-
-
-def _nearest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.5)
-    return f": did you mean `{close[0]}`?" if close else f"; valid: {', '.join(sorted(choices))}."
-
-
-def _build(cls: type, section: str, values: dict[str, Any]):
-    defaults = cls()
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        kwargs[f.name] = _coerce(values[f.name], getattr(defaults, f.name), f"`[{section}] {f.name}`")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, default: Any, what: str) -> Any:
-    """Check a value against the type of its default, converting only where it is lossless."""
-    def wrong(expected: str) -> ConfigError:
-        return ConfigError(f"{what} must be {expected}, not {type(value).__name__} ({value!r}).")
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise wrong("true or false")
-        return value
-    if default == "auto":  # polling
-        if isinstance(value, bool) or value == "auto":
-            return value
-        raise wrong('true, false or "auto"')
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong("a whole number")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise wrong("a number")
-        if value < 0:
-            raise ConfigError(f"{what} is {value}: it must not be negative.")
-        return float(value)
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise wrong('a list of strings, e.g. ["*.pdf"]')
-        return tuple(value)
-    if isinstance(default, Path):
-        if not isinstance(value, str):
-            raise wrong("a path in quotes")
-        return Path(value)
-    if not isinstance(value, str):  # strings and optional strings
-        raise wrong("a string in quotes")
-    return value
+                raise ConfigError(f"unknown key `[{name}] {key}` in {where}{nearest(key, known)}")
 
 
 def _warn_if_secret_readable(path: Path, raw: Mapping[str, Any]) -> None:

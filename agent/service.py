@@ -34,6 +34,7 @@ from agent.inbox.rules import Rules
 from agent.inbox.watcher import Watcher
 from agent.notify import Notifier
 from agent.qonto.client import QontoClient
+from agent.qonto.ratelimit import RateLimiter
 from agent.qonto.transport import RetryPolicy
 from agent.state.ledger import Heartbeat, Ledger
 from agent.state.tokens import FileTokenStore
@@ -78,10 +79,12 @@ class RunEnd(enum.Enum):
     LEDGER_BUSY = "ledger busy"  # another process held the ledger locked too long: start again later
 
 
-def open_client(config: Config, retry: RetryPolicy | None = None) -> QontoClient:
+def open_client(config: Config, retry: RetryPolicy | None = None,
+                limiter: RateLimiter | None = None) -> QontoClient:
     """The client every command uses, keeping rotated OAuth tokens in the file beside the ledger;
-    `retry` replaces the default retry policy (`check` says a refused connection at once)."""
-    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store), retry=retry)
+    `retry` replaces the default retry policy (`check` says a refused connection at once);
+    `limiter` is a budget shared with this process's other clients (the caller closes it)."""
+    return QontoClient(config.qonto, token_store=FileTokenStore(config.token_store), retry=retry, limiter=limiter)
 
 
 class SyncSchedule(threading.Thread):

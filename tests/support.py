@@ -65,10 +65,11 @@ def write_pdf(path: Path, label: str | None = None, size: int = 0) -> Path:
 
 
 def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
-    """`root/config.toml` pointing at `base_url`, inbox/outbox/state under `root`, native events,
-    the outbox sync hourly (out of the way unless wanted); `sections` override any key."""
+    """`root/config.toml` pointing at `base_url`, inbox/outbox/state and the rate budget's file under
+    `root`, native events, the outbox sync hourly (out of the way unless wanted); `sections` override any key."""
     doc: dict[str, dict[str, Any]] = {
-        "qonto": {"base_url": base_url, "login": LOGIN, "secret_key": SECRET},
+        "qonto": {"base_url": base_url, "login": LOGIN, "secret_key": SECRET,
+                  "rate_limit_file": "state/rate-limit.sqlite"},  # not the host's: tests run side by side
         "inbox": {"path": "inbox", "polling": False},
         "outbox": {"path": "outbox", "sync_interval_seconds": 3600},
         "state": {"path": "state/ledger.sqlite"},

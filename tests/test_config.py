@@ -46,6 +46,17 @@ def test_default_ledger_is_per_configuration_not_per_user(tmp_path):
     assert chosen.state.path == tmp_path / "x.sqlite" and chosen.previous_ledger is None
 
 
+def test_the_rate_budget_file_is_the_hosts_unless_told(tmp_path):
+    doc = '[qonto]\nlogin = "acme"\nsecret_key = "s3cret-value"\n'
+    per_user = load_doc(tmp_path, doc, env={"HOME": "/home/a", "XDG_STATE_HOME": "/home/a/.local/state"})
+    assert per_user.qonto.rate_limit_file == Path("/home/a/.local/state/qonto-agent/rate-limit.sqlite")
+    service = load_doc(tmp_path, doc, env={"STATE_DIRECTORY": "/var/lib/qonto-agent:/other"})
+    assert service.qonto.rate_limit_file == Path("/var/lib/qonto-agent/rate-limit.sqlite")
+    chosen = load_doc(tmp_path, doc + 'rate_limit_file = "shared/budget.sqlite"\n',
+                      env={"STATE_DIRECTORY": "/var/lib/qonto-agent"})
+    assert chosen.qonto.rate_limit_file == tmp_path / "shared" / "budget.sqlite"  # beside the configuration
+
+
 def test_trailing_v2_is_accepted(tmp_path):
     cfg = load_doc(tmp_path, '[qonto]\nbase_url = "https://thirdparty.qonto.com/v2/"\nlogin = "a"\nsecret_key = "b"\n')
     assert cfg.qonto.api_root == "https://thirdparty.qonto.com"

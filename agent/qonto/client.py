@@ -48,13 +48,20 @@ ALWAYS_THERE = frozenset({"/v2/organization", "/v2/supplier_invoices", "/v2/supp
 FRESH_LINK_TRIES = 3  # times an expired attachment link is replaced before giving up
 
 
+def api_budget(config: QontoConfig) -> RateLimiter:
+    """The API's budget from the configuration: its limits, in windows every process using the same
+    `rate_limit_file` shares (Qonto counts per IP address), or this process's own when it is unset."""
+    return RateLimiter([(config.max_requests_per_10s, 10.0), (config.max_requests_per_10min, 600.0)],
+                       shared=config.rate_limit_file if config.rate_limit_file != Path() else None)
+
+
 class QontoClient:
     """The Qonto API, one method per endpoint the agent uses. Thread-safe; use as a context manager.
 
     `token_store` keeps rotated OAuth tokens between starts (without one they last as long as the
-    client). `retry` replaces `RetryPolicy()`. `limiter` defaults to the config's per-10-s and
-    per-10-min limits. `credentials_pause` is the (first, longest) pause after a 401, during which
-    calls fail at once without a request.
+    client). `retry` replaces `RetryPolicy()`. `limiter`, the API's budget, may be shared by clients
+    in one process (its maker closes it); by default the client makes its own (`api_budget`).
+    `credentials_pause` is the (first, longest) pause after a 401, during which calls fail at once.
     """
 
     def __init__(
@@ -68,11 +75,10 @@ class QontoClient:
     ) -> None:
         check_credentials(config)
         self._config = config
-        if limiter is None:
-            limiter = RateLimiter([(config.max_requests_per_10s, 10.0), (config.max_requests_per_10min, 600.0)])
+        self._own_limiter = api_budget(config) if limiter is None else None
         common = dict(timeout=config.timeout_seconds, retry=retry or RetryPolicy(), redact=self._redact,
                       user_agent=f"qonto-agent/{__version__}")
-        self._http = Transport("Qonto", limiter=limiter, pool_size=MAX_CONCURRENCY + 2, **common)
+        self._http = Transport("Qonto", limiter=limiter or self._own_limiter, pool_size=MAX_CONCURRENCY + 2, **common)
         self._storage = Transport("the attachment storage", concurrency=limits.STORAGE_CONCURRENCY,
                                   pool_size=limits.STORAGE_CONCURRENCY, **common)
         self._brake = CredentialsPause(*credentials_pause)
@@ -106,6 +112,8 @@ class QontoClient:
         return self._http.session.headers
 
     def close(self) -> None:
+        if self._own_limiter is not None:
+            self._own_limiter.close()  # first: requests waiting for their turn give up rather than send
         self._http.close()
         self._storage.close()
 

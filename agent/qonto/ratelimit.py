@@ -6,6 +6,10 @@ remembers when each recent request left and makes the next one wait until every 
 Uploads and the outbox sync share that budget, and a big sync must never stall the inbox, so an
 `urgent` request (an upload) goes first: other requests leave a share of every window unused for
 it (`reserve`) and, while an urgent request waits, also leave it the next free slot.
+
+The limit is the host's, not one client's: clients in one process may share one limiter, and
+limiters in every process given the same `shared` file share its windows (`budget_store.py`).
+The reserve holds across processes; the next free slot goes to urgent requests of this process.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
+from pathlib import Path
 from typing import Callable, Sequence
 
 from agent.base.errors import TransientError
+from agent.qonto.budget_store import FileWindows, MemoryWindows, Sent, Windows
 
 UPLOAD_RESERVE = 0.1  # the share of every window only urgent requests may use
 
@@ -24,9 +29,11 @@ UPLOAD_RESERVE = 0.1  # the share of every window only urgent requests may use
 class RateLimiter:
     """Sliding-window limits, e.g. `[(900, 10.0), (9000, 600.0)]`: at most 900 requests in any 10 s, ...
 
-    Thread-safe; uses a monotonic clock so wall-clock jumps neither stall nor burst it.
-    `clock` and `sleep` are injectable so tests run on a fake clock. `close()` ends every wait,
-    so a stopping agent is not held by requests that would wait minutes for their turn.
+    Thread-safe. Without `shared` the windows live in this process on a monotonic clock, so
+    wall-clock jumps neither stall nor burst it; with `shared` they live in that SQLite file, on
+    the wall clock, for every process using it (`FileWindows`). `clock` and `sleep` are injectable
+    so tests run on a fake clock. `close()` ends every wait, so a stopping agent is not held by
+    requests that would wait minutes for their turn.
     """
 
     def __init__(
@@ -34,19 +41,22 @@ class RateLimiter:
         limits: Sequence[tuple[int, float]],
         *,
         reserve: float = UPLOAD_RESERVE,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], object] | None = None,
+        shared: Path | None = None,
     ) -> None:
         for count, seconds in limits:
             if count < 1 or seconds <= 0:
                 raise ValueError(f"rate limit ({count}, {seconds}) must allow at least 1 request in a positive time")
         if not 0 <= reserve < 1:
             raise ValueError(f"the reserve for urgent requests ({reserve}) must be a share from 0 to under 1")
-        # (limit, limit for requests that are not urgent, seconds, when recent requests left)
-        self._windows = [(count, count - math.floor(count * reserve), float(seconds), deque[float]())
-                         for count, seconds in limits]
+        # (limit, limit for requests that are not urgent, seconds)
+        self._limits = [(count, count - math.floor(count * reserve), float(seconds)) for count, seconds in limits]
+        seconds = [s for *_, s in self._limits]
+        self._store: Windows = MemoryWindows(seconds, clock if clock and shared is None else time.monotonic)
+        if shared is not None and limits:
+            self._store = FileWindows(shared, seconds, fallback=self._store, clock=clock or time.time)
         self._closed = threading.Event()
-        self._clock = clock
         self._sleep = sleep or self._closed.wait
         self._lock = threading.Lock()
         self._urgent_waiting = 0
@@ -63,37 +73,35 @@ class RateLimiter:
                 if self._closed.is_set():
                     raise TransientError("the client was closed while the request waited for its turn: "
                                          "it was not sent, and will be tried again later")
-                with self._lock:
-                    now = self._clock()
-                    wait = self._wait(now, urgent)
-                    if wait <= 0:
-                        for *_, sent in self._windows:
-                            sent.append(now)
-                        return
-                self._sleep(wait)  # outside the lock: other threads may still check in meanwhile
+                wait = self._store.take(lambda sent: self._wait(sent, urgent))
+                if wait <= 0:
+                    return
+                self._sleep(wait)  # outside the store's lock: other threads may still check in meanwhile
         finally:
             with self._lock:
                 self._urgent_waiting -= urgent
 
     def close(self) -> None:
+        """End every wait, now and later: for the one who made the limiter, once all its clients are done."""
         self._closed.set()
 
-    def _wait(self, now: float, urgent: bool) -> float:
-        """Seconds until every window has room for this request, forgetting requests that left
-        their window. Room means a free slot for an urgent request; for another one, a slot
-        outside the reserve and one more for every urgent request waiting."""
-        wait = 0.0
-        for count, normal, seconds, sent in self._windows:
-            while sent and sent[0] + seconds <= now:
-                sent.popleft()
+    def _wait(self, sent: Sent, urgent: bool) -> float:
+        """Seconds until every window has room for this request. Room means a free slot for an
+        urgent request; for another one, a slot outside the reserve and one more for every urgent
+        request waiting. While another process has waited longer, another request waits its turn:
+        a slot's time, then it looks again (an urgent one goes first all the same)."""
+        yields = not urgent and sent.ahead() > 0
+        wait = min((seconds / count for count, _, seconds in self._limits), default=0.0) if yields else 0.0
+        for window, (count, normal, seconds) in enumerate(self._limits):
+            in_window = sent.count(window)
             if urgent:
-                must_leave = len(sent) + 1 - count
+                must_leave = in_window + 1 - count
             else:
-                must_leave = max(len(sent) + 1 - normal, len(sent) + 1 + self._urgent_waiting - count)
+                must_leave = max(in_window + 1 - normal, in_window + 1 + self._urgent_waiting - count)
             if must_leave <= 0:
                 continue
-            if must_leave <= len(sent):
-                wait = max(wait, sent[must_leave - 1] + seconds - now)
+            if must_leave <= in_window:
+                wait = max(wait, sent.leaves_in(window, must_leave))
             else:  # urgent requests are about to take what is free: look again a slot's time later
-                wait = max(wait, (sent[-1] + seconds - now) if sent else seconds / count)
+                wait = max(wait, sent.leaves_in(window, in_window) if in_window else seconds / count)
         return wait

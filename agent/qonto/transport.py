@@ -119,9 +119,7 @@ class Transport:
         self.session.mount("http://", adapter)
 
     def close(self) -> None:
-        """Close the connections, and end the waits for the rate limiter (nothing more is sent)."""
-        if self._limiter is not None:
-            self._limiter.close()
+        """Close the connections. The rate limiter is its owner's to close (it may be shared)."""
         self.session.close()
 
     def call(self, method: str, url: str, read: Callable[[requests.Response], T], *,
