@@ -4,20 +4,24 @@ into exit codes. This is the only module that knows the exit codes (DESIGN.md)."
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from agent import __version__, demo, doctor, initialize, progress, results, service, status, systemd_unit, usage
+from agent import __version__, demo, doctor, fleet, initialize, progress, results, service, status, systemd_unit, usage
 from agent.outbox import sync as mirror
 from agent import config as configuration
-from agent import logs
+from agent import logs, profile_settings
 from agent.base.errors import (AgentError, ConfigError, CredentialsError, HTMLAnswerError, LedgerBusy,
                                LedgerError, PermissionDenied, QontoError, RequestRejected)
+from agent.base import profile
 from agent.base.verdict import Verdict
 from agent.inbox.preview import preview
-from agent.qonto.client import QontoClient
+from agent.qonto.client import QontoClient, api_budget
+from agent.qonto.ratelimit import RateLimiter
 from agent.sandbox import command as sandbox_command
 from agent.state.ledger import Ledger
 
@@ -64,6 +68,8 @@ def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("--log-format", choices=("text", "json"), default=default("text"), help="log line format")
     parser.add_argument("--log-file", type=Path, default=default(None),
                         help="write log lines to this file instead of stderr; reopened when logrotate moves it")
+    parser.add_argument("--profile", metavar="NAME", default=default(None),
+                        help="only this profile of a configuration with [profiles] (default: every profile)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                 for name, u in usage.COMMANDS.items()}
 
     p = commands["init"]
-    p.add_argument("--inbox", default="inbox", help="inbox folder (default: inbox)")
-    p.add_argument("--outbox", default="outbox", help="outbox folder (default: outbox)")
+    p.add_argument("--inbox", help="inbox folder (default: inbox, or NAME/inbox with --profile NAME)")
+    p.add_argument("--outbox", help="outbox folder (default: outbox, or NAME/outbox with --profile NAME)")
     p.add_argument("--base-url", default=configuration.QontoConfig.base_url, help="Qonto API root")
     p.add_argument("--login", default="", help="API key login (or set QONTO_LOGIN later)")
     p.add_argument("--secret-key", default="", help="API key secret (better: QONTO_SECRET_KEY)")
@@ -144,75 +150,123 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return _status(args)
 
-    cfg = configuration.load(args.config)
+    configs = configuration.load_profiles(args.config, only=args.profile)
+    for cfg in configs:
+        logs.add_secrets(cfg.qonto.secrets())
     if args.command == "check":
-        return _check(cfg)
-    logs.add_secrets(cfg.qonto.secrets())
-    with service.open_client(cfg) as client:
-        ledger = Ledger(cfg.state.path, previous=cfg.previous_ledger)
-        try:
-            if args.command == "run":
-                return _run(cfg, client, ledger)
-            if args.command == "upload":
-                return _upload(args, cfg, client, ledger)
-            if args.command == "sync":
+        return worst([_check(cfg) for cfg in configs])
+    limiter = api_budget(configs[0].qonto)  # one budget for every organization: Qonto counts per IP
+    try:
+        if args.command == "run" and configs[0].profile is not None and len(configs) > 1:
+            return _exit_run(fleet.run(configs, limiter))
+        codes, outputs = [], []
+        for cfg in configs:  # one organization after the other, on one budget
+            code, output = _one(args, cfg, limiter, alone=len(configs) == 1)
+            codes.append(code)
+            if output is not None:
+                outputs.append({"profile": cfg.profile, **output} if cfg.profile else output)
+            if code == EXIT_INTERRUPTED:
+                break
+        if outputs:
+            results.show(outputs[0] if len(outputs) == 1 else outputs)
+        return worst(codes)
+    finally:
+        limiter.close()
+
+
+def _one(args: argparse.Namespace, cfg: configuration.Config, limiter: RateLimiter,
+         alone: bool) -> tuple[int, dict[str, Any] | None]:
+    """`run`, `upload` or `sync` for one organization: the exit code, and the JSON result if asked.
+    Unless it is `alone`, an error that ends it is said and the next organization's turn comes."""
+    profile.enter(cfg.profile)
+    try:
+        with service.open_client(cfg, limiter=limiter) as client:
+            ledger = Ledger(cfg.state.path, previous=cfg.previous_ledger)
+            try:
+                if args.command == "run":
+                    return _exit_run(service.run(cfg, client, ledger)), None
+                if args.command == "upload":
+                    return _upload(args, cfg, client, ledger)
                 return _sync(cfg, client, ledger, full=args.full, as_json=args.json,
                              show_progress=progress.wanted(args.log_format))
-        finally:
-            ledger.close()
-    return EXIT_USAGE
+            finally:
+                ledger.close()
+    except AgentError as exc:
+        if alone:
+            raise
+        log.error("%s", exc)
+        return exit_code_for(exc), results.stopped(args.command, str(exc)) if args.json else None
+    finally:
+        profile.enter(None)
+
+
+# When several profiles answer differently, the code that needs a person most is the process's.
+_SEVERITY = (EXIT_INTERRUPTED, EXIT_CREDENTIALS, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_PERSON_NEEDED, EXIT_FAILED,
+             EXIT_RETRY_LATER, EXIT_OK)
+
+
+def worst(codes: list[int]) -> int:
+    """The exit code of a command over several profiles: the most severe of theirs."""
+    return min(codes, key=_SEVERITY.index) if codes else EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
-    """Show the status; its exit code is for monitoring (a dead `run` first, then a person needed)."""
+    """Show the status (of each profile); its exit code is for monitoring (a dead `run` first, then a
+    person needed)."""
     path = args.config or configuration.default_config_path()
     if not path.exists():
         raise ConfigError(f"no configuration file at {path}, so there is no agent to describe: pass -c CONFIG "
                           "(or set QONTO_AGENT_CONFIG), or create one with `qonto-agent init`.")
-    cfg = configuration.load(path, need_credentials=False)
+    configs = configuration.load_profiles(path, need_credentials=False, only=args.profile)
     if args.seen:
-        status.mark_seen(cfg)
-    data = status.show(cfg, as_json=args.json)
-    if not data["run_alive"] and (data["run_expected"] or args.expect_running):
+        for cfg in configs:
+            status.mark_seen(cfg)
+    many = len(configs) > 1
+    data = [status.gather(cfg) for cfg in configs]
+    if args.json:
+        print(json.dumps(data if many else data[0], indent=2, ensure_ascii=False))
+    else:
+        print(status.render_profiles(data) if many else status.render(data[0]))
+    return worst([_status_code(d, args.expect_running) for d in data])
+
+
+def _status_code(data: dict[str, Any], expect_running: bool) -> int:
+    if not data["run_alive"] and (data["run_expected"] or expect_running):
         return EXIT_NOT_RUNNING
     if data["paused"] or data["errors_unseen"]:
         return EXIT_PERSON_NEEDED
     return EXIT_OK
 
 
-def _upload(args: argparse.Namespace, cfg: configuration.Config, client: QontoClient, ledger: Ledger) -> int:
+def _upload(args: argparse.Namespace, cfg: configuration.Config, client: QontoClient,
+            ledger: Ledger) -> tuple[int, dict[str, Any] | None]:
     """One pass, or with --dry-run what one pass would do (exit 0: nothing was done)."""
     files = resolve_files(cfg, args.files) if args.files else None
     if args.dry_run:
         previews = preview(cfg, client, ledger, files, force=args.force)
-        if args.json:
-            results.show(results.dry_run(previews))
-        else:
+        if not args.json:
             print("\n".join(p.line() for p in previews) or f"nothing to upload in {cfg.inbox.path}")
-        return EXIT_OK
+        return EXIT_OK, results.dry_run(previews) if args.json else None
     with service.interruptible("the upload") as stop, results.FileOutcomes() as outcomes:
         summary = service.upload_once(cfg, client, ledger, files, force=args.force, stop=stop,
                                       show_progress=progress.wanted(args.log_format))
-    if args.json:
-        results.show(results.upload(summary, outcomes))
-    return EXIT_INTERRUPTED if summary.interrupted else VERDICT_EXIT[summary.verdict]
+    code = EXIT_INTERRUPTED if summary.interrupted else VERDICT_EXIT[summary.verdict]
+    return code, results.upload(summary, outcomes) if args.json else None
 
 
 def _sync(cfg: configuration.Config, client: QontoClient, ledger: Ledger, *, full: bool, as_json: bool,
-          show_progress: bool) -> int:
+          show_progress: bool) -> tuple[int, dict[str, Any] | None]:
     with (service.interruptible("the sync") as stop,
           progress.shown("invoices", show_progress, "listing invoices") as bar):
         report = mirror.sync(cfg, client, ledger, full=full, progress=bar and bar.show, cancel=stop)
-    if as_json:
-        results.show(results.sync(report, interrupted=stop.is_set()))
+    output = results.sync(report, interrupted=stop.is_set()) if as_json else None
     if stop.is_set():
         log.warning("sync interrupted: what was written stays, and the next sync finishes the window")
-        return EXIT_INTERRUPTED
-    return VERDICT_EXIT[report.verdict]
+        return EXIT_INTERRUPTED, output
+    return VERDICT_EXIT[report.verdict], output
 
 
-def _run(cfg: configuration.Config, client: QontoClient, ledger: Ledger) -> int:
-    end = service.run(cfg, client, ledger)
+def _exit_run(end: service.RunEnd) -> int:
     if end is service.RunEnd.ABANDONED or end in (service.RunEnd.LEDGER_BUSY, service.RunEnd.LEDGER_LOST):
         # a worker thread may be stuck in a request or on the ledger's lock: do not wait for it
         logging.shutdown()
@@ -238,21 +292,30 @@ def resolve_files(config: configuration.Config, files: list[str]) -> list[Path]:
 
 
 def _init(args: argparse.Namespace) -> int:
+    """Write the configuration (with --profile, add a profile to it), then check what can be checked."""
     path = args.config or configuration.default_config_path()
-    answers = initialize.Answers(args.inbox, args.outbox, args.base_url, args.login, args.secret_key,
-                                 args.staging_token)
+    folder = f"{args.profile}/" if args.profile else ""
+    answers = initialize.Answers(args.inbox or f"{folder}inbox", args.outbox or f"{folder}outbox", args.base_url,
+                                 args.login, args.secret_key, args.staging_token)
     if sys.stdin.isatty() and not args.no_input:
         answers = initialize.ask(answers)
-    cfg = initialize.write(path, answers, force=args.force)
-    print(f"wrote {path} (inbox {cfg.inbox.path}, outbox {cfg.outbox.path})")
-    if args.systemd:  # the secrets move to qonto-agent.env: `cfg` keeps them for the check below
-        print(systemd_unit.write(path, cfg, user=args.user, force=args.force))
+    configs = initialize.write(path, answers, force=args.force, profile=args.profile)
+    for cfg in configs:
+        print(f"wrote {path}{f' (profile {cfg.profile})' if cfg.profile else ''}: "
+              f"inbox {cfg.inbox.path}, outbox {cfg.outbox.path}")
+    if args.systemd:  # the secrets move to qonto-agent.env: `configs` keep them for the check below
+        print(systemd_unit.write(path, configuration.load_profiles(path, need_credentials=False),
+                                 user=args.user, force=args.force))
     try:
-        configuration.check_credentials(cfg.qonto)
+        for cfg in configs:
+            configuration.check_credentials(cfg.qonto)
     except AgentError:
-        print("next: set QONTO_LOGIN and QONTO_SECRET_KEY (or edit the file), then run `qonto-agent check`")
+        variables = ("QONTO_LOGIN", "QONTO_SECRET_KEY")
+        if args.profile:
+            variables = tuple(profile_settings.env_name(args.profile, v) for v in variables)
+        print(f"next: set {' and '.join(variables)} (or edit the file), then run `qonto-agent check`")
         return EXIT_OK
-    return _check(cfg)
+    return worst([_check(cfg) for cfg in configs])
 
 
 def _check(cfg: configuration.Config) -> int:

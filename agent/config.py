@@ -7,12 +7,9 @@ relative to the config file. `write_config` (for `init`) writes with `tomli_w`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
-import re
 import stat
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +22,8 @@ from agent.base import files, times
 from agent.base.urls import check_api_url
 from agent.config_values import build, nearest
 from agent.notify_settings import NotifyConfig, check_notify
+from agent import profile_settings
+from agent.config_paths import rate_limit_path, resolve, state_paths
 from agent.base.errors import ConfigError
 from agent.qonto.limits import KEY_WINDOW_SECONDS, MAX_ITEMS
 
@@ -130,6 +129,7 @@ class Config:
     status: StatusConfig = StatusConfig()
     notify: NotifyConfig = NotifyConfig()
     source: Path | None = None  # the file it came from, for messages
+    profile: str | None = None  # its name in a file with `[profiles]`; None for a file of one organization
     previous_ledger: Path | None = None  # where an older agent kept the ledger by default (per user), to adopt
 
     @property
@@ -141,6 +141,11 @@ class Config:
     def run_lock(self) -> Path:
         """The lock `run` holds while alive (beside the ledger): `status` tries it to tell if it is."""
         return self.state.path.with_name(self.state.path.name + ".run-lock")
+
+    @property
+    def label(self) -> str:
+        """How messages name this organization: its profile, or the configuration file."""
+        return f"profile `{self.profile}`" if self.profile else str(self.source or "the configuration")
 
 
 SECTIONS: dict[str, type] = {
@@ -158,60 +163,30 @@ def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("QONTO_AGENT_CONFIG") or "config.toml")
 
 
-def platform_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The per-user state folder of this platform, where agents before 2026-12 kept their ledger."""
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    if sys.platform == "win32":
-        base = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
-    return base / "qonto-agent"
-
-
-SYSTEMD_STATE_DIR = Path("/var/lib/qonto-agent")  # StateDirectory=qonto-agent of the unit `init --systemd` writes
-
-
-def default_state_path(config_file: Path, env: Mapping[str, str] = os.environ,
-                       systemd_dir: Path = SYSTEMD_STATE_DIR) -> Path:
-    """One ledger per configuration, the same for every user and command using it: under systemd
-    `$STATE_DIRECTORY/<config stem>-<hash of its path>.sqlite`, else `<config stem>.ledger.sqlite`
-    beside the configuration file. A command run by hand (no $STATE_DIRECTORY) for a configuration
-    the service uses finds the service's ledger in /var/lib/qonto-agent when it is there."""
-    config_file = config_file.absolute()
-    digest = hashlib.sha256(str(config_file).encode()).hexdigest()[:8]
-    name = f"{config_file.stem}-{digest}.sqlite"
-    state_dir = (env.get("STATE_DIRECTORY") or "").split(":")[0]
-    if state_dir:
-        return Path(state_dir) / name
-    if (systemd_dir / name).exists():
-        return systemd_dir / name
-    return config_file.with_name(f"{config_file.stem}.ledger.sqlite")
-
-
-def default_rate_limit_path(env: Mapping[str, str] = os.environ) -> Path:
-    """The file whose rate budget every agent on the host shares unless told otherwise (Qonto counts
-    per IP): `$STATE_DIRECTORY/rate-limit.sqlite` under systemd, else in the per-user state folder.
-    Agents of different users share only when pointed at one file they can all write."""
-    state_dir = (env.get("STATE_DIRECTORY") or "").split(":")[0]
-    return (Path(state_dir) if state_dir else platform_state_dir(env)) / "rate-limit.sqlite"
-
-
-def previous_state_path(inbox: Path, env: Mapping[str, str] = os.environ) -> Path:
-    """Where agents before 2026-12 kept the ledger by default: one per user and inbox."""
-    digest = hashlib.sha256(str(inbox.resolve()).encode()).hexdigest()[:8]
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", inbox.name).strip("-") or "inbox"
-    return platform_state_dir(env) / f"{slug}-{digest}.sqlite"
-
-
 def load(
     path: Path | str | None = None,
     env: Mapping[str, str] = os.environ,
     *,
     need_credentials: bool = True,
+    profile: str | None = None,
 ) -> Config:
-    """Read, merge with the environment, and validate a configuration file.
+    """Read, merge with the environment, and validate the configuration of one organization: the
+    file's only one, or its profile named `profile`."""
+    configs = load_profiles(path, env, need_credentials=need_credentials, only=profile)
+    if len(configs) > 1:
+        names = ", ".join(c.profile or "" for c in configs)
+        raise ConfigError(f"{configs[0].source} holds {len(configs)} profiles ({names}): name one with --profile NAME.")
+    return configs[0]
+
+
+def load_profiles(
+    path: Path | str | None = None,
+    env: Mapping[str, str] = os.environ,
+    *,
+    need_credentials: bool = True,
+    only: str | None = None,
+) -> list[Config]:
+    """Every organization the file describes (`[profiles]`, or the file itself), or just `only`.
 
     A missing file is an error when credentials are needed; commands that only read local state
     (`status`) may run on defaults.
@@ -219,21 +194,30 @@ def load(
     path = Path(path) if path is not None else default_config_path(env)
     raw: dict[str, Any] = {}
     if path.exists():
-        try:
-            with path.open("rb") as fh:
-                raw = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML ({exc}): fix the line it names.") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path} ({exc.strerror}): check its permissions.") from None
+        raw = read_document(path)
         _warn_if_secret_readable(path, raw)
     elif need_credentials:
         raise ConfigError(
             f"no configuration file at {path}: create one with `qonto-agent init`, "
             "or pass -c CONFIG (or set QONTO_AGENT_CONFIG)."
         )
-    return from_mapping(raw, env=env, base_dir=path.resolve().parent, source=path,
-                        need_credentials=need_credentials)
+    configs = [from_mapping(p.document, env=p.env, base_dir=path.resolve().parent, source=path,
+                            need_credentials=need_credentials, profile=p.name)
+               for p in profile_settings.split(raw, env, ENV_OVERRIDES, str(path), only)]
+    profile_settings.check_distinct([(c.profile or "", {"inbox path": c.inbox.path, "outbox path": c.outbox.path,
+                                                       "state path": c.state.path}) for c in configs])
+    return configs
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """The file's TOML as data, or a ConfigError saying what to fix."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}): fix the line it names.") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror}): check its permissions.") from None
 
 
 def from_mapping(
@@ -243,8 +227,10 @@ def from_mapping(
     base_dir: Path = Path("."),
     source: Path | None = None,
     need_credentials: bool = True,
+    profile: str | None = None,
 ) -> Config:
-    """Validate an already-parsed TOML document (the loader's second half, also used by tests)."""
+    """Validate an already-parsed TOML document of one organization (the loader's second half,
+    also used by tests); `profile` names it in a file with `[profiles]`."""
     where = str(source) if source else "the configuration"
     _check_unknown(raw, where)
     sections: dict[str, Any] = {}
@@ -262,6 +248,31 @@ def from_mapping(
     metrics_file = sections["status"].metrics_file
     check_notify(sections["notify"])
 
+    _check_values(q, inbox, outbox)
+    if need_credentials:
+        check_credentials(q)
+
+    inbox_path = resolve(inbox.path, base_dir)
+    outbox_path = resolve(outbox.path, base_dir)
+    if inbox_path == outbox_path:
+        raise ConfigError("`[inbox] path` and `[outbox] path` are the same folder: give each its own.")
+    state_path, previous = state_paths(state.path, base_dir, source, inbox_path, env, profile)
+    return Config(
+        qonto=dataclasses.replace(q, rate_limit_file=rate_limit_path(q.rate_limit_file, base_dir, env)),
+        inbox=dataclasses.replace(inbox, path=inbox_path,
+                                  patterns=tuple(p.lower() for p in inbox.patterns)),
+        outbox=dataclasses.replace(outbox, path=outbox_path),
+        state=StateConfig(path=state_path),
+        status=StatusConfig(metrics_file=resolve(Path(metrics_file), base_dir) if metrics_file else None),
+        notify=sections["notify"],
+        source=source,
+        profile=profile,
+        previous_ledger=previous,
+    )
+
+
+def _check_values(q: QontoConfig, inbox: InboxConfig, outbox: OutboxConfig) -> None:
+    """The checks a value's type alone does not make: URLs, Qonto's limits, a parseable `since`."""
     check_api_url(q.base_url, "base_url")
     if q.auth_mode == "oauth" or q.client_id:
         check_api_url(q.token_url, "token_url")
@@ -277,38 +288,6 @@ def from_mapping(
                           f"{MAX_CONCURRENCY} (more downloads at once only meet Qonto's rate limit sooner).")
     if outbox.since is not None:
         parse_timestamp(outbox.since, "`[outbox] since`")
-    if need_credentials:
-        check_credentials(q)
-
-    inbox_path = _resolve(inbox.path, base_dir)
-    outbox_path = _resolve(outbox.path, base_dir)
-    if inbox_path == outbox_path:
-        raise ConfigError("`[inbox] path` and `[outbox] path` are the same folder: give each its own.")
-    state_path, previous = _state_paths(state.path, base_dir, source, inbox_path, env)
-    return Config(
-        qonto=dataclasses.replace(q, rate_limit_file=_rate_limit_path(q.rate_limit_file, base_dir, env)),
-        inbox=dataclasses.replace(inbox, path=inbox_path,
-                                  patterns=tuple(p.lower() for p in inbox.patterns)),
-        outbox=dataclasses.replace(outbox, path=outbox_path),
-        state=StateConfig(path=state_path),
-        status=StatusConfig(metrics_file=_resolve(Path(metrics_file), base_dir) if metrics_file else None),
-        notify=sections["notify"],
-        source=source,
-        previous_ledger=previous,
-    )
-
-
-def _state_paths(path: Path, base_dir: Path, source: Path | None, inbox: Path,
-                 env: Mapping[str, str]) -> tuple[Path, Path | None]:
-    """The ledger's path, and where an older agent kept it by default when it is defaulted."""
-    if str(path) not in ("", "."):
-        return _resolve(path, base_dir), None
-    config_file = base_dir / (source.name if source else "config.toml")
-    return default_state_path(config_file, env), previous_state_path(inbox, env)
-
-
-def _rate_limit_path(path: Path, base_dir: Path, env: Mapping[str, str]) -> Path:
-    return _resolve(path, base_dir) if path != Path() else default_rate_limit_path(env)
 
 
 def check_credentials(q: QontoConfig) -> None:
@@ -338,11 +317,6 @@ def parse_timestamp(value: str, what: str) -> datetime:
     return parsed
 
 
-def _resolve(path: Path, base_dir: Path) -> Path:
-    path = Path(os.path.expanduser(str(path)))
-    return path if path.is_absolute() else (base_dir / path)
-
-
 def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
     for name, value in raw.items():
         if name not in SECTIONS:
@@ -358,8 +332,14 @@ def _check_unknown(raw: Mapping[str, Any], where: str) -> None:
                 raise ConfigError(f"unknown key `[{name}] {key}` in {where}{nearest(key, known)}")
 
 
+def holds_secret(document: Mapping[str, Any]) -> bool:
+    """Whether a configuration document writes a secret, in its [qonto] or in a profile's."""
+    tables = [document, *(p for p in document.get("profiles", {}).values() if isinstance(p, dict))]
+    return any(isinstance(t.get("qonto"), dict) and any(t["qonto"].get(k) for k in SECRET_KEYS) for t in tables)
+
+
 def _warn_if_secret_readable(path: Path, raw: Mapping[str, Any]) -> None:
-    if os.name != "posix" or not any(raw.get("qonto", {}).get(k) for k in SECRET_KEYS):
+    if os.name != "posix" or not holds_secret(raw):
         return
     mode = path.stat().st_mode
     if mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -373,7 +353,7 @@ def write_config(path: Path, document: Mapping[str, Any], *, force: bool = False
     """Write a configuration with `tomli_w`; 0600 when it holds a secret; never clobber silently."""
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists: pass --force to overwrite it.")
-    has_secret = any(document.get("qonto", {}).get(k) for k in SECRET_KEYS)
+    has_secret = holds_secret(document)
     try:  # whole or not at all: a temporary beside it, renamed over it
         path.parent.mkdir(parents=True, exist_ok=True)
         files.write_bytes(path, tomli_w.dumps(document).encode(), mode=0o600 if has_secret else 0o644)

@@ -67,7 +67,9 @@ def main(directory: Path | None, verbose: bool = False) -> bool:
 
 def _workspace(workspace: Path, sandbox: Sandbox) -> configuration.Config:
     document = {
-        "qonto": {"base_url": sandbox.base_url, "login": "sandbox-org", "secret_key": "sandbox-secret-key"},
+        # the sandbox's requests never count against the host's budget for Qonto
+        "qonto": {"base_url": sandbox.base_url, "login": "sandbox-org", "secret_key": "sandbox-secret-key",
+                  "rate_limit_file": "state/rate-limit.sqlite"},
         "inbox": {"path": "inbox", "settle_seconds": 0.3, "debounce_seconds": 0.2},
         "outbox": {"path": "outbox"},
         "state": {"path": "state/ledger.sqlite"},

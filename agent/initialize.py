@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import config as configuration
+from agent import profile_settings
 from agent.base.errors import ConfigError
 
 
@@ -43,20 +44,28 @@ def ask(answers: Answers, prompt: Callable[[str], str] = input,
     return answers
 
 
-def write(path: Path, answers: Answers, *, force: bool) -> configuration.Config:
-    """Write the file with `tomli_w`, then load it back (so what was written is known to be valid)."""
-    document: dict[str, dict[str, str]] = {
-        "qonto": {"base_url": answers.base_url},
-        "inbox": {"path": answers.inbox},
-        "outbox": {"path": answers.outbox},
-    }
-    for key in ("login", "secret_key", "staging_token"):
-        if getattr(answers, key):
-            document["qonto"][key] = getattr(answers, key)
+# The keys that belong to one organization: they move into `[profiles.default]` when a file of one
+# organization gains its first profile; everything else stays shared.
+OWN_KEYS = {"qonto": ("login", *configuration.SECRET_KEYS), "inbox": ("path",), "outbox": ("path",), "state": ("path",)}
+CONVERTED = "default"
+
+
+def write(path: Path, answers: Answers, *, force: bool, profile: str | None = None) -> list[configuration.Config]:
+    """Write the file with `tomli_w` (with `profile`, add that profile to it), then load it back
+    (so what was written is known to be valid) and create the folders; the organizations written."""
+    own: dict[str, dict[str, str]] = {"inbox": {"path": answers.inbox}, "outbox": {"path": answers.outbox}}
+    own["qonto"] = {key: getattr(answers, key) for key in ("login", "secret_key") if getattr(answers, key)}
     existed = path.exists()
-    configuration.write_config(path, document, force=force)
-    cfg = configuration.load(path, need_credentials=False)
-    for folder in (cfg.inbox.path, cfg.outbox.path):
+    if profile is None:
+        document: dict = {"qonto": {"base_url": answers.base_url, **own.pop("qonto")}, **own}
+        if answers.staging_token:
+            document["qonto"]["staging_token"] = answers.staging_token
+        configuration.write_config(path, document, force=force)
+    else:
+        document = with_profile(path, profile, {k: v for k, v in own.items() if v}, answers, force=force)
+        configuration.write_config(path, document, force=True)
+    configs = configuration.load_profiles(path, need_credentials=False, only=profile)
+    for folder in (folder for cfg in configs for folder in (cfg.inbox.path, cfg.outbox.path)):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -64,4 +73,29 @@ def write(path: Path, answers: Answers, *, force: bool) -> configuration.Config:
                 path.unlink(missing_ok=True)
             raise ConfigError(f"cannot create the folder {folder} ({exc.strerror or exc}): create it yourself, "
                               "or choose a folder you can write to.") from None
-    return cfg
+    return configs
+
+
+def with_profile(path: Path, name: str, own: dict[str, dict[str, str]], answers: Answers, *, force: bool) -> dict:
+    """The configuration at `path` (or a new one) with profile `name` added. A file of one organization
+    becomes profile `default` first, keeping its ledger where it is (what it uploaded stays known)."""
+    profile_settings.check_name(name)
+    document = configuration.read_document(path) if path.exists() else {"qonto": {"base_url": answers.base_url}}
+    profiles = document.setdefault("profiles", {}) if "profiles" in document else _converted(path, document)
+    if name in profiles and not force:
+        raise ConfigError(f"{path} already has a profile `{name}`: pass --force to replace it.")
+    profiles[name] = own
+    return document
+
+
+def _converted(path: Path, document: dict) -> dict:
+    """Move a file's organization into `[profiles.default]`; the profiles table (empty for a new file)."""
+    document["profiles"] = {}
+    if not any(key in document.get(section, {}) for section, keys in OWN_KEYS.items() for key in keys):
+        return document["profiles"]  # nothing of an organization yet: the shared defaults stay as they are
+    ledger = configuration.load(path, need_credentials=False).state.path
+    moved = {section: {key: document[section].pop(key) for key in keys if key in document.get(section, {})}
+             for section, keys in OWN_KEYS.items()}
+    moved["state"] = {"path": str(ledger)}
+    document["profiles"][CONVERTED] = {section: keys for section, keys in moved.items() if keys}
+    return document["profiles"]

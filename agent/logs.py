@@ -21,6 +21,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agent.base import profile
 from agent.base.errors import ConfigError
 from agent.base.events import FIELDS
 
@@ -52,6 +53,15 @@ def escape_controls(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+class _ProfileTag(logging.Filter):
+    """Names the profile a line is about (`[acme] ` in text, `"profile"` in JSON) when one runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.profile = profile.current()
+        record.profile_tag = f"[{record.profile}] " if record.profile else ""
+        return True
+
+
 class _RedactingFormatter(logging.Formatter):
     """One line per record: the message is escaped; a traceback keeps its own lines after it."""
 
@@ -73,6 +83,8 @@ class _JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if getattr(record, "profile", None):
+            entry["profile"] = record.profile
         extra = getattr(record, "fields", None) or {}
         entry.update((name, extra[name]) for name in FIELDS if name in extra)
         if record.exc_info:
@@ -96,7 +108,9 @@ def configure(verbose: bool = False, fmt: str = "text", file: Path | None = None
     if fmt == "json":
         handler.setFormatter(_JSONFormatter())
     else:
-        handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)-7s %(profile_tag)s%(message)s",
+                                                 "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(_ProfileTag())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -24,6 +24,7 @@ from typing import Callable
 import requests
 
 from agent import logs
+from agent.base import profile
 from agent.base.times import iso
 from agent.config import Config
 from agent.notify_settings import NotifyConfig
@@ -147,6 +148,7 @@ class Notifier(threading.Thread):
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(name="notify", daemon=True)
         self.config = config.notify
+        self._profile = config.profile
         self._clock = clock
         self._channels = [(name, send) for name, send, on in (("e-mail", send_email, config.notify.smtp_host),
                                                              ("webhook", send_webhook, config.notify.webhook_url))
@@ -198,6 +200,7 @@ class Notifier(threading.Thread):
 
     def run(self) -> None:
         """Send each digest when it is due (or at once when closing), then wait for the next."""
+        profile.enter(self._profile)
         while True:
             with self._cond:
                 while not self._closing and (not self._events or self._clock() < self._due):

@@ -38,9 +38,10 @@ class Progress:
 class _ThroughTqdm(logging.Handler):
     """Writes each record with `tqdm.write`, so a shown bar is cleared first and drawn again after."""
 
-    def __init__(self, formatter: logging.Formatter | None) -> None:
+    def __init__(self, replaced: logging.Handler) -> None:
         super().__init__()
-        self.setFormatter(formatter)
+        self.setFormatter(replaced.formatter)
+        self.filters = replaced.filters[:]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -58,7 +59,7 @@ def shown(unit: str, enabled: bool, why: str = "", total: int | None = None) -> 
         return
     root = logging.getLogger()
     before = root.handlers[:]
-    root.handlers[:] = [_ThroughTqdm(h.formatter) if _on_terminal(h) else h for h in before]
+    root.handlers[:] = [_ThroughTqdm(h) if _on_terminal(h) else h for h in before]
     try:
         with tqdm(total=total, unit=f" {unit}", file=sys.stderr, dynamic_ncols=True, leave=True,
                   bar_format="{n}/{total}{unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]") as bar:

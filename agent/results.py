@@ -62,6 +62,12 @@ def sync(report: SyncReport, interrupted: bool) -> dict[str, Any]:
             "cursor": report.cursor, "complete": report.complete, "seconds": round(report.seconds, 3)}
 
 
-def show(result: dict[str, Any]) -> None:
-    """The result as one line of JSON on stdout (log lines go to stderr or the log file)."""
+def stopped(command: str, error: str) -> dict[str, Any]:
+    """The result of one profile's pass that an error stopped (the others' passes went on)."""
+    return {"command": command, "verdict": "error", "error": error}
+
+
+def show(result: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """The result (a list of them, one per profile) as one line of JSON on stdout (log lines go to
+    stderr or the log file)."""
     print(json.dumps(result, sort_keys=False), flush=True)

@@ -16,13 +16,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from agent import progress, sidecars
 from agent.metrics import MetricsFile
 from agent.outbox import sync as mirror
 from agent.base.files import ProcessLock
 from agent.base.errors import CredentialsError, FolderError, LedgerBusy, LedgerError, PermissionDenied, QontoError
+from agent.base import profile
 from agent.base.events import fields
 from agent.base.text import printable
 from agent.base.verdict import Verdict
@@ -40,6 +41,7 @@ from agent.state.ledger import Heartbeat, Ledger
 from agent.state.tokens import FileTokenStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", threading.Event, "Stop")
 
 HEARTBEAT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 8.0  # DESIGN.md: exit within 10 s of SIGTERM
@@ -106,6 +108,7 @@ class SyncSchedule(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
+        profile.enter(self.config.profile)
         while not self.stopping.is_set():
             wait = self._due - time.monotonic()
             if wait > 0:
@@ -141,30 +144,68 @@ class SyncSchedule(threading.Thread):
         self.trouble, self._retry = None, 0.0
 
 
-def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
-    """The agent: watch and upload continuously, sync on a schedule, stop cleanly on SIGINT/SIGTERM."""
-    stopping = threading.Event()
-    wake = threading.Event()
-    result: dict[str, RunEnd] = {}
+class Stop:
+    """The request to stop: a flag every loop checks, and the wake-up events of the loops that
+    sleep, so each one notices at once."""
 
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._wakes: list[threading.Event | Stop] = []
+
+    def also(self, other: T) -> T:
+        """`other` (an event, or the stop of one organization's loop) is set when this is."""
+        self._wakes.append(other)
+        if self.is_set():
+            other.set()
+        return other
+
+    def set(self) -> None:
+        self.event.set()
+        for other in self._wakes:
+            other.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.event.wait(timeout)
+
+
+def on_signals(stop: Stop) -> None:
+    """SIGINT/SIGTERM ask every loop to stop, finishing the batches in flight."""
     def on_signal(signum, _frame) -> None:
         log.info("stopping (%s): finishing the batch in flight", signal.Signals(signum).name)
-        stopping.set()
-        wake.set()
+        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+
+def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
+    """The agent: watch and upload continuously, sync on a schedule, stop cleanly on SIGINT/SIGTERM."""
+    stop = Stop()
+    on_signals(stop)
     filing = Filing(config.inbox.path)  # a missing inbox is a configuration error, said before starting
     alive = ProcessLock(config.run_lock)  # held while this process lives: `status` tries it (any platform)
     if not alive.acquire(blocking=True, timeout=2.0):
         log.info("another `run` of this configuration holds %s; `status` follows that one", config.run_lock)
+    try:
+        return serve(config, client, ledger, filing, stop)
+    finally:
+        alive.release()
+
+
+def serve(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stop: Stop) -> RunEnd:
+    """One organization's loop in a worker thread until `stop` or its end; the caller holds its
+    run lock and the signals. Says an unexpected end by the notifications too."""
+    result: dict[str, RunEnd] = {}
     notices = Notifier(config)
+    own = stop.also(Stop())  # this organization's loop may end alone (its watcher died, its ledger is lost)
     worker = threading.Thread(target=_run_loop, name="inbox",
-                              args=(config, client, ledger, filing, stopping, wake, result, notices), daemon=True)
+                              args=(config, client, ledger, filing, own, result, notices), daemon=True)
     worker.start()
-    while worker.is_alive() and not stopping.is_set():
-        stopping.wait(1.0)
+    while worker.is_alive() and not own.is_set():
+        own.wait(1.0)
     worker.join(SHUTDOWN_GRACE_SECONDS)
     end = result.get("end", RunEnd.STOPPED)
     if worker.is_alive():
@@ -176,12 +217,14 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
     return end
 
 
-def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stopping: threading.Event,
-              wake: threading.Event, result: dict[str, RunEnd], notices: Notifier) -> None:
+def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stopping: Stop,
+              result: dict[str, RunEnd], notices: Notifier) -> None:
+    profile.enter(config.profile)
+    wake = stopping.also(threading.Event())
     watcher = Watcher(config.inbox, wake.set)
     pipeline = Pipeline(config, client, ledger, filing, wake.set)
     pipeline.uploader.on_error = notices.refused
-    sync = SyncSchedule(config, client, ledger, stopping)
+    sync = SyncSchedule(config, client, ledger, stopping.event)
     metrics = MetricsFile(config.status.metrics_file) if config.status.metrics_file else None
     try:
         watcher.start()  # events first, then the scan: nothing dropped in between is missed

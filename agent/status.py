@@ -5,7 +5,6 @@ It reads the ledger and the folders only, so it works while `run` is busy and wh
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ def gather(config: Config) -> dict[str, Any]:
         figures = metrics.figures(ledger, paused is not None) if ledger else None
         errors_unseen = _errors_unseen(config)
         return {
+            "profile": config.profile,
             "run_alive": alive,
             "run_expected": beat is not None,  # it wrote a heartbeat and did not stop cleanly
             "errors_unseen": errors_unseen,
@@ -184,6 +184,21 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(escape_controls(line) for line in lines)  # a name's newline cannot forge a line
 
 
+def render_profiles(profiles: list[dict[str, Any]]) -> str:
+    """One line per profile (`status` of a configuration with profiles): `--profile NAME` shows one in full."""
+    lines = []
+    for data in profiles:
+        state = "running" if data["run_alive"] else "NOT running"
+        if data["paused"]:
+            state += f", PAUSED: {data['paused']['reason']}"
+        lines.append(
+            f"{data['profile']}: {state} — {len(data['pending'])} waiting, {data['refused_count']} refused "
+            f"({data['error_count']} in error/), last upload {data['last_upload_at'] or 'never'}, "
+            f"last sync {data['last_sync_at'] or 'never'}")
+    lines.append("`qonto-agent status --profile NAME` shows one profile in full.")
+    return "\n".join(escape_controls(line) for line in lines)
+
+
 def _ago(stamp: str | None, *, ahead: bool = False) -> str:
     """How long ago `stamp` was (with `ahead`, how far off it is), in the unit a person reads best."""
     if not stamp:
@@ -199,11 +214,3 @@ def _ago(stamp: str | None, *, ahead: bool = False) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def show(config: Config, *, as_json: bool) -> dict[str, Any]:
-    """Print the status page, or its JSON; returns it as data for the exit code."""
-    data = gather(config)
-    print(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data))
-    return data
-

@@ -13,17 +13,18 @@ import argparse
 import re
 import shlex
 import sys
-import tomllib
 from pathlib import Path
 
 from agent import config as configuration
+from agent import profile_settings
+from agent.config_paths import SYSTEMD_STATE_DIR
 from agent.base import files
 from agent.base.errors import ConfigError
 
 DEFAULT_USER = "qonto-agent"
 UNIT_NAME = "qonto-agent.service"
 ENV_NAME = "qonto-agent.env"
-STATE_DIR = configuration.SYSTEMD_STATE_DIR  # where StateDirectory=qonto-agent puts the ledger
+STATE_DIR = SYSTEMD_STATE_DIR  # where StateDirectory=qonto-agent puts the ledger
 USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 HOMES = ("/home", "/root", "/run/user")  # hidden by ProtectHome=yes
 TEMPS = ("/tmp", "/var/tmp")  # replaced by PrivateTmp=yes
@@ -92,23 +93,24 @@ def service_user(name: str) -> str:
     return name
 
 
-def write(config_path: Path, cfg: configuration.Config, *, user: str, force: bool) -> str:
+def write(config_path: Path, configs: list[configuration.Config], *, user: str, force: bool) -> str:
     """Write the EnvironmentFile, move the secrets out of the configuration, write the unit; return
-    what to do next. `cfg` is the configuration as `init` loaded it (its secrets included)."""
+    what to do next. `configs` are the organizations as `init` loaded them (their secrets included);
+    the unit runs them all in one process."""
     config_path = config_path.resolve()
     unit, env_file = config_path.with_name(UNIT_NAME), config_path.with_name(ENV_NAME)
     for path in (unit, env_file):
         if path.exists() and not force:
             raise ConfigError(f"{path} already exists: pass --force to overwrite it.")
-    service = configuration.load(config_path, env={"STATE_DIRECTORY": str(STATE_DIR)}, need_credentials=False)
-    text = render(_executable(), config_path, env_file, user,
-                  [service.inbox.path, service.outbox.path, service.state.path.parent])
-    variables = environment(cfg.qonto)
+    services = configuration.load_profiles(config_path, env={"STATE_DIRECTORY": str(STATE_DIR)},
+                                           need_credentials=False)
+    folders = [folder for c in services for folder in (c.inbox.path, c.outbox.path)]
+    text = render(_executable(), config_path, env_file, user, [*folders, *(c.state.path.parent for c in services)])
+    variables = {name: value for c in configs for name, value in environment(c.qonto, c.profile).items()}
     _write(env_file, environment_file(variables), 0o600)
     _drop_secrets(config_path)
     _write(unit, text, 0o644)
-    return instructions(unit, env_file, user, [service.inbox.path, service.outbox.path],
-                        missing=[name for name, value in variables.items() if not value])
+    return instructions(unit, env_file, user, folders, missing=[name for name, value in variables.items() if not value])
 
 
 def render(executable: list[str], config_path: Path, env_file: Path, user: str, writable: list[Path]) -> str:
@@ -127,14 +129,15 @@ def render(executable: list[str], config_path: Path, env_file: Path, user: str, 
                        protect_home=protect_home, private_tmp=private_tmp)
 
 
-def environment(qonto: configuration.QontoConfig) -> dict[str, str]:
+def environment(qonto: configuration.QontoConfig, profile: str | None = None) -> dict[str, str]:
     """QONTO_* variables for the EnvironmentFile: the login and every secret the configuration has;
-    empty placeholders for an API key when it has no way to authenticate."""
+    empty placeholders for an API key when it has no way to authenticate. A profile's variables
+    carry its name (QONTO_ACME_SECRET_KEY)."""
     keys = ("login", *configuration.SECRET_KEYS)
     found = {configuration.ENV_OVERRIDES[("qonto", k)]: getattr(qonto, k) for k in keys if getattr(qonto, k)}
     if qonto.auth_mode is None:
         found = {"QONTO_LOGIN": qonto.login, "QONTO_SECRET_KEY": ""} | found
-    return found
+    return {profile_settings.env_name(profile, name) if profile else name: value for name, value in found.items()}
 
 
 def environment_file(variables: dict[str, str]) -> str:
@@ -198,11 +201,11 @@ def _word(text: str, *, execute: bool = False, bare: bool = False) -> str:
 
 def _drop_secrets(config_path: Path) -> None:
     """Rewrite the configuration without its secrets (now in the EnvironmentFile): readable by all."""
-    with config_path.open("rb") as fh:
-        document = tomllib.load(fh)
-    qonto = document.get("qonto", {})
-    if any(key in qonto for key in configuration.SECRET_KEYS):
-        document["qonto"] = {k: v for k, v in qonto.items() if k not in configuration.SECRET_KEYS}
+    document = configuration.read_document(config_path)
+    if configuration.holds_secret(document):
+        tables = [document, *document.get("profiles", {}).values()]
+        for table in (t for t in tables if "qonto" in t):
+            table["qonto"] = {k: v for k, v in table["qonto"].items() if k not in configuration.SECRET_KEYS}
         configuration.write_config(config_path, document, force=True)
 
 

@@ -71,7 +71,9 @@ COMMANDS: dict[str, Usage] = {
         "What waits in the inbox and why, counts in done/ and error/, the last uploads and errors, the last "
         "sync.\nReads the ledger and the folders only: it works while `run` is busy and when no agent runs.\n"
         "`run` is expected to be alive once it wrote a heartbeat and did not stop cleanly, or with "
-        "--expect-running.\nFiles in error/ need a person until `status --seen` marks them seen.",
+        "--expect-running.\nFiles in error/ need a person until `status --seen` marks them seen.\n"
+        "With profiles: one line per profile (a list with --json), or one in full with --profile NAME; "
+        "the exit code is the most severe of theirs.",
         f"  0 healthy\n  {_CONFIG} (e.g. no configuration file)\n  5 `run` is expected but not alive\n"
         "  6 a person is needed: `run` is paused, or files in error/ are not marked seen",
         "qonto-agent status -c config.toml --expect-running || alert"),

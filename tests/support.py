@@ -21,6 +21,8 @@ LOGIN = "sandbox-org"
 SECRET = "sandbox-secret-key"
 
 
+# Inbox timings that keep end-to-end tests quick.
+FAST_INBOX = {"settle_seconds": 0.5, "debounce_seconds": 0.3, "max_wait_seconds": 3, "poll_interval_seconds": 0.5}
 STATUS_SHOWN = (0, 5, 6)  # `status` answered: healthy, `run` expected but not alive, a person needed
 
 
@@ -86,13 +88,34 @@ def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
 
 def make_config(tmp_path: Path, sandbox: Any, **sections: dict[str, Any]) -> Path:
     """A config.toml pointing at `sandbox` (anything with a `base_url`), with fast test timings; `sections` override keys."""
-    fast: dict[str, dict[str, Any]] = {
-        "qonto": {"timeout_seconds": 10},
-        "inbox": {"settle_seconds": 0.5, "debounce_seconds": 0.3, "max_wait_seconds": 3, "poll_interval_seconds": 0.5},
-    }
+    fast: dict[str, dict[str, Any]] = {"qonto": {"timeout_seconds": 10}, "inbox": dict(FAST_INBOX)}
     for name, values in sections.items():
         fast.setdefault(name, {}).update(values)
     return write_config(tmp_path, sandbox.base_url, **fast)
+
+
+def write_profiles_config(root: Path, base_url: str, organizations: dict[str, tuple[str, str]],
+                          **sections: dict[str, Any]) -> Path:
+    """`root/config.toml` with one profile per organization (`name: (login, secret)`), each with its
+    own `root/<name>/inbox`, `root/<name>/outbox` and ledger `root/state/<name>.sqlite`; the shared
+    sections have fast test timings, native events and an hourly sync; `sections` override them."""
+    doc: dict[str, Any] = {
+        "qonto": {"base_url": base_url, "timeout_seconds": 10, "rate_limit_file": "state/rate-limit.sqlite"},
+        "inbox": {"polling": False, **FAST_INBOX},
+        "outbox": {"sync_interval_seconds": 3600},
+    }
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    doc["profiles"] = {
+        name: {"qonto": {"login": login, "secret_key": secret}, "inbox": {"path": f"{name}/inbox"},
+               "outbox": {"path": f"{name}/outbox"}, "state": {"path": f"state/{name}.sqlite"}}
+        for name, (login, secret) in organizations.items()}
+    for name in organizations:
+        (root / name / "inbox").mkdir(parents=True, exist_ok=True)
+    path = root / "config.toml"
+    path.write_text(tomli_w.dumps(doc))
+    path.chmod(0o600)
+    return path
 
 
 def agent_env(**extra: str) -> dict[str, str]:

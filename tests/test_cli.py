@@ -227,7 +227,7 @@ def test_init_asks_on_a_terminal(tmp_path):
                              prompt=lambda _: next(replies), secret_prompt=lambda _: "")
     assert (answers.inbox, answers.outbox, answers.login, answers.secret_key) == (str(tmp_path / "in"),
                                                                                    "outbox", "acme-org", "")
-    cfg = initialize.write(tmp_path / "config.toml", answers, force=False)
+    [cfg] = initialize.write(tmp_path / "config.toml", answers, force=False)
     assert cfg.qonto.login == "acme-org" and cfg.outbox.path == tmp_path / "outbox"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent import config as configuration
+from agent import config_paths
 from agent.base.errors import ConfigError
 
 CREDS = {"qonto": {"login": "acme", "secret_key": "s3cret-value"}}
@@ -40,7 +41,7 @@ def test_default_ledger_is_per_configuration_not_per_user(tmp_path):
     service_dir = tmp_path / "var-lib"  # what systemd made: a command run by hand finds it
     service_dir.mkdir()
     (service_dir / systemd.state.path.name).touch()
-    by_hand = configuration.default_state_path(tmp_path / "config.toml", {}, systemd_dir=service_dir)
+    by_hand = config_paths.default_state_path(tmp_path / "config.toml", {}, systemd_dir=service_dir)
     assert by_hand == service_dir / systemd.state.path.name
     chosen = load_doc(tmp_path, doc + '[state]\npath = "x.sqlite"\n', env={"STATE_DIRECTORY": "/var/lib/q"})
     assert chosen.state.path == tmp_path / "x.sqlite" and chosen.previous_ledger is None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from agent.base import profile
 from agent.base.errors import QontoError
 from agent.base.events import fields
 from agent.base.text import printable
@@ -71,7 +72,8 @@ class Pipeline:
         self._pause_held = False  # files are held by a pause: lifted when it ends
         self._pending_written: list[tuple[str, str]] | None = None
         self._wake = wake
-        self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload")
+        self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload",
+                                        initializer=profile.enter, initargs=(config.profile,))
         self._in_flight: dict[Future, list[Ready]] = {}
         self._told: set[tuple[Path, Unaccepted]] = set()  # files left aside, each logged once
 

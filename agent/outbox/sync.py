@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from agent.base import profile
 from agent.base.errors import (AgentError, ConfigError, CredentialsError, FolderError, HTMLAnswerError,
                                PermissionDenied, RequestRejected)
 from agent.base.events import fields
@@ -149,7 +150,8 @@ class _Sync:
         self.slots = threading.BoundedSemaphore(max(200, 4 * workers))
         # `concurrency` API requests in flight, twice as many threads: one's disk work overlaps another's request.
         self.api_slots = threading.BoundedSemaphore(workers)
-        self.pool = ThreadPoolExecutor(2 * workers, thread_name_prefix="mirror")
+        self.pool = ThreadPoolExecutor(2 * workers, thread_name_prefix="mirror",
+                                       initializer=profile.enter, initargs=(config.profile,))
         self.inflight: dict[str, Future] = {}
 
     def run(self, full: bool, clean: bool = True) -> SyncReport:

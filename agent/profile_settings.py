@@ -1,0 +1,119 @@
+"""Profiles: one configuration file holding several organizations (`[profiles.NAME]`).
+
+The file's top-level sections are the defaults every profile shares; `[profiles.acme.qonto]`,
+`[profiles.acme.inbox]`, ... override them key by key for one profile. A file without
+`[profiles]` is one organization, read exactly as before.
+
+Environment variables: `QONTO_ACME_SECRET_KEY` (the profile's name in capitals, `-` as `_`) sets
+profile `acme`'s secret; the plain `QONTO_SECRET_KEY` stands for the shared section, so it reaches
+a profile only where the profile's own table does not set that key.
+
+The rate limits (`max_requests_per_10s`, `max_requests_per_10min`) are the host's, not an
+organization's (Qonto counts per IP address), so only the shared section may set them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from agent.base.errors import ConfigError
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+HOST_KEYS = frozenset({("qonto", "max_requests_per_10s"), ("qonto", "max_requests_per_10min"),
+                       ("qonto", "rate_limit_file")})
+
+
+@dataclass(frozen=True)
+class ProfileDocument:
+    """One profile's configuration as TOML data (shared defaults merged in) and the environment
+    that applies to it; `name` is None for a file without profiles."""
+
+    name: str | None
+    document: dict[str, Any]
+    env: Mapping[str, str]
+
+
+def env_name(profile: str, variable: str) -> str:
+    """`QONTO_SECRET_KEY` for profile `acme-2` → `QONTO_ACME_2_SECRET_KEY`."""
+    prefix = "QONTO_"
+    tail = variable[len(prefix):] if variable.startswith(prefix) else variable
+    return f"{prefix}{profile.upper().replace('-', '_')}_{tail}"
+
+
+def split(raw: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[tuple[str, str], str],
+          where: str, only: str | None = None) -> list[ProfileDocument]:
+    """The profiles a parsed file holds (all, or the one named `only`), each ready to validate."""
+    shared = {name: value for name, value in raw.items() if name != "profiles"}
+    if "profiles" not in raw:
+        if only is not None:
+            raise ConfigError(f"{where} has no profiles, so there is no profile `{only}`: leave out --profile, "
+                              f"or add one with `qonto-agent init --profile {only}`.")
+        return [ProfileDocument(None, dict(shared), env)]
+    profiles = raw["profiles"]
+    if not isinstance(profiles, dict) or not profiles:
+        raise ConfigError(f"[profiles] in {where} must hold at least one profile, e.g. [profiles.acme.qonto].")
+    for name, table in profiles.items():
+        _check_profile(name, table, where)
+    if only is not None and only not in profiles:
+        close = difflib.get_close_matches(only, sorted(profiles), n=1, cutoff=0.5)
+        hint = f"did you mean `{close[0]}`?" if close else f"the profiles are {', '.join(sorted(profiles))}."
+        raise ConfigError(f"{where} has no profile `{only}`: {hint}")
+    return [ProfileDocument(name, _merged(shared, table), _profile_env(name, table, env, overrides))
+            for name, table in sorted(profiles.items()) if only is None or name == only]
+
+
+def check_distinct(named: list[tuple[str, dict[str, Any]]]) -> None:
+    """No two profiles share an inbox, an outbox or a ledger (each would take the other's files)."""
+    seen: dict[Any, str] = {}
+    for profile, places in named:
+        for what, place in places.items():
+            other = seen.setdefault(place, profile)
+            if other != profile:
+                raise ConfigError(f"profiles `{other}` and `{profile}` both use {place} as {what}: give each "
+                                  f"profile its own, e.g. [profiles.{profile}.{what.split()[0]}] path = \"...\".")
+
+
+def check_name(name: Any) -> None:
+    """A profile's name is part of file names and environment variables: keep it plain."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"the profile name `{name}` is not usable: use 1 to 40 lowercase letters, "
+                          "digits, `-` or `_`, starting with a letter or digit.")
+
+
+def _check_profile(name: Any, table: Any, where: str) -> None:
+    check_name(name)
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError(f"[profiles.{name}] in {where} must hold sections such as [profiles.{name}.qonto] "
+                          f"and [profiles.{name}.inbox], each a table of keys.")
+    for section, key in HOST_KEYS:
+        if key in table.get(section, {}):
+            raise ConfigError(f"`[profiles.{name}.{section}] {key}` in {where}: Qonto counts requests per IP "
+                              f"address, so the budget is the host's: set it once in the shared [{section}] section.")
+
+
+def _merged(shared: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared sections with the profile's keys laid over them, section by section."""
+    merged = {section: dict(values) if isinstance(values, dict) else values for section, values in shared.items()}
+    for section, values in own.items():
+        base = merged.get(section)
+        merged[section] = {**base, **values} if isinstance(base, dict) else dict(values)
+    return merged
+
+
+def _profile_env(name: str, own: Mapping[str, Any], env: Mapping[str, str],
+                 overrides: Mapping[tuple[str, str], str]) -> dict[str, str]:
+    """The environment as the loader reads it for one profile: its own variables first; a shared
+    variable only for a key the profile's table leaves to the shared section."""
+    out: dict[str, str] = {}
+    for (section, key), variable in overrides.items():
+        if env.get(env_name(name, variable)):
+            out[variable] = env[env_name(name, variable)]
+        elif env.get(variable) and key not in own.get(section, {}):
+            out[variable] = env[variable]
+    for variable in ("STATE_DIRECTORY", "HOME", "XDG_STATE_HOME", "LOCALAPPDATA"):  # where ledgers go by default
+        if variable in env:
+            out[variable] = env[variable]
+    return out
