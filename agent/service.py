@@ -156,21 +156,25 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
     alive = ProcessLock(config.run_lock)  # held while this process lives: `status` tries it (any platform)
     if not alive.acquire(blocking=True, timeout=2.0):
         log.info("another `run` of this configuration holds %s; `status` follows that one", config.run_lock)
-    notices = Notifier(config)
-    worker = threading.Thread(target=_run_loop, name="inbox",
-                              args=(config, client, ledger, filing, stopping, wake, result, notices), daemon=True)
-    worker.start()
-    while worker.is_alive() and not stopping.is_set():
-        stopping.wait(1.0)
-    worker.join(SHUTDOWN_GRACE_SECONDS)
-    end = result.get("end", RunEnd.STOPPED)
-    if worker.is_alive():
-        log.warning("the batch in flight did not finish in time; it is abandoned safely and resumed at next start")
-        end = result.get("end", RunEnd.ABANDONED)  # an error that ended the loop keeps its exit code
-    signalled = end in (RunEnd.STOPPED, RunEnd.ABANDONED)
-    notices.close(None if end is RunEnd.STOPPED else f"the agent stopped unexpectedly ({end.value}); its log says why",
-                  wait=NOTIFY_AFTER_SIGNAL_SECONDS if signalled else None)
-    return end
+    try:
+        notices = Notifier(config)
+        worker = threading.Thread(target=_run_loop, name="inbox",
+                                  args=(config, client, ledger, filing, stopping, wake, result, notices), daemon=True)
+        worker.start()
+        while worker.is_alive() and not stopping.is_set():
+            stopping.wait(1.0)
+        worker.join(SHUTDOWN_GRACE_SECONDS)
+        end = result.get("end", RunEnd.STOPPED)
+        if worker.is_alive():
+            log.warning("the batch in flight did not finish in time; it is abandoned safely and resumed at next start")
+            end = result.get("end", RunEnd.ABANDONED)  # an error that ended the loop keeps its exit code
+        signalled = end in (RunEnd.STOPPED, RunEnd.ABANDONED)
+        unexpected = f"the agent stopped unexpectedly ({end.value}); its log says why"
+        notices.close(None if end is RunEnd.STOPPED else unexpected,
+                      wait=NOTIFY_AFTER_SIGNAL_SECONDS if signalled else None)
+        return end
+    finally:
+        alive.release()  # `status` sees the stop at once, not at the process's exit
 
 
 def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stopping: threading.Event,
