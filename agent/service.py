@@ -192,7 +192,7 @@ def run(config: Config, client: QontoClient, ledger: Ledger) -> RunEnd:
     try:
         return serve(config, client, ledger, filing, stop)
     finally:
-        alive.release()
+        alive.release()  # `status` sees the stop at once, not at the process's exit
 
 
 def serve(config: Config, client: QontoClient, ledger: Ledger, filing: Filing, stop: Stop) -> RunEnd:

@@ -20,7 +20,8 @@ from agent.base.files import ProcessLock
 from agent.base.times import iso
 from agent.base.text import printable
 from agent.inbox.filing import iter_files
-from agent.inbox.rules import Rules, choose_mode
+from agent.inbox.mounts import choose_mode
+from agent.inbox.rules import Rules
 from agent.state.ledger import Ledger, UploadOutcome
 
 ALIVE_WITHIN_SECONDS = 20.0  # three missed heartbeats of `run` (every 5 s) mean it is gone (or hangs)

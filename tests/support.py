@@ -1,29 +1,45 @@
 """Test support shared by the tests and the benchmarks: config files, the agent as a real process,
-waiting on conditions, sample PDFs. Public names only; it imports nothing from pytest."""
+waiting on conditions, sample PDFs, files in folders, the outbox checked against the sandbox, the
+sandbox's API spoken by hand. Public names only; it imports nothing from pytest, and no test module
+imports another."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import unicodedata
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import quote
 
+import requests
 import tomli_w
 
+from agent.config import parse_timestamp
 from agent.samples import page_pdf
+
+if TYPE_CHECKING:
+    from agent.sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 LOGIN = "sandbox-org"
 SECRET = "sandbox-secret-key"
+# The `[inbox]` timings of `make_config` and `write_profiles_config`: end-to-end tests stay quick.
+TEST_INBOX = {"settle_seconds": 0.5, "debounce_seconds": 0.3, "max_wait_seconds": 3, "poll_interval_seconds": 0.5}
 
 
-# Inbox timings that keep end-to-end tests quick.
-FAST_INBOX = {"settle_seconds": 0.5, "debounce_seconds": 0.3, "max_wait_seconds": 3, "poll_interval_seconds": 0.5}
-STATUS_SHOWN = (0, 5, 6)  # `status` answered: healthy, `run` expected but not alive, a person needed
+# `status` answered: healthy, `run` expected but not alive, a person needed. Only for `status_of`,
+# which tests poll while that changes (a pause coming and going, a file reaching error/); a test
+# that knows the state asserts the one exit code.
+STATUS_SHOWN = (0, 5, 6)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
@@ -42,6 +58,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
             extra = on_fail() if on_fail else ""
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {message}\n{extra}")
         time.sleep(interval)
+
+
+def status_of(config: Path) -> dict:
+    """`status --json` as data, whichever of its exit codes the moment calls for (`STATUS_SHOWN`)."""
+    done = run_agent(config, "status", "--json")
+    assert done.returncode in STATUS_SHOWN and "Traceback" not in done.stderr, done.stderr
+    return json.loads(done.stdout)
 
 
 def sidecar_of(error_folder: Path, name: str, timeout: float = 10.0) -> dict:
@@ -88,7 +111,7 @@ def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
 
 def make_config(tmp_path: Path, sandbox: Any, **sections: dict[str, Any]) -> Path:
     """A config.toml pointing at `sandbox` (anything with a `base_url`), with fast test timings; `sections` override keys."""
-    fast: dict[str, dict[str, Any]] = {"qonto": {"timeout_seconds": 10}, "inbox": dict(FAST_INBOX)}
+    fast: dict[str, dict[str, Any]] = {"qonto": {"timeout_seconds": 10}, "inbox": dict(TEST_INBOX)}
     for name, values in sections.items():
         fast.setdefault(name, {}).update(values)
     return write_config(tmp_path, sandbox.base_url, **fast)
@@ -101,7 +124,7 @@ def write_profiles_config(root: Path, base_url: str, organizations: dict[str, tu
     sections have fast test timings, native events and an hourly sync; `sections` override them."""
     doc: dict[str, Any] = {
         "qonto": {"base_url": base_url, "timeout_seconds": 10, "rate_limit_file": "state/rate-limit.sqlite"},
-        "inbox": {"polling": False, **FAST_INBOX},
+        "inbox": {"polling": False, **TEST_INBOX},
         "outbox": {"sync_interval_seconds": 3600},
     }
     for name, values in sections.items():
@@ -169,3 +192,177 @@ class AgentProcess:
             return self.proc.wait(timeout)
         finally:
             self._log.close()
+
+
+# --- files in folders ---------------------------------------------------------------------------
+
+FAST_INBOX = {"settle_seconds": 0.3, "debounce_seconds": 0.3}  # `[inbox]` settling quicker than make_config's
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    if not folder.is_dir():
+        return {}
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """A filler file taking all but about `leave` bytes of the file system holding `folder`."""
+    st = os.statvfs(folder)
+    filler = folder / ".filler"
+    with filler.open("wb") as out:
+        out.truncate(0)
+        remaining = st.f_bavail * st.f_frsize - leave
+        while remaining > 0:
+            remaining -= out.write(b"\0" * min(remaining, 1 << 20))
+    return filler
+
+
+# --- the outbox checked against the sandbox -------------------------------------------------------
+
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_safe_name(name: str) -> None:
+    """A file name an outbox may contain: plain, visible, portable, short."""
+    assert name and name == Path(name).name and "/" not in name and "\\" not in name, name
+    assert ".." not in name and not name.startswith("."), name
+    assert not any(unicodedata.category(ch).startswith("C") for ch in name), repr(name)
+    assert name.split(".")[0].upper() not in WINDOWS_RESERVED, name
+    assert not name.endswith((".", " ")), name
+
+
+def read_csv(outbox: Path) -> list[dict[str, str]]:
+    with open(outbox / "invoices.csv", encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_outbox_complete(outbox: Path, sandbox: Sandbox) -> dict[str, dict]:
+    """Every invoice of the sandbox mirrored exactly, and nothing else; returns JSONs by invoice id."""
+    invoices = {invoice["id"]: invoice for invoice in sandbox.invoices()}
+    names = set(os.listdir(outbox))
+    docs: dict[str, dict] = {}
+    expected = {"invoices.csv"}
+    for name in (n for n in names if n.endswith(".json")):
+        doc = json.loads((outbox / name).read_text(encoding="utf-8"))
+        invoice_id = doc["supplier_invoice"]["id"]
+        assert invoice_id not in docs, f"two JSONs for {invoice_id}"
+        docs[invoice_id] = doc
+        expected.add(name)
+        stem = name.removesuffix(".json")
+        assert invoice_id in stem and len(stem.encode()) <= 150
+        assert_safe_name(name)
+        assert doc["supplier_invoice"] == invoices.get(invoice_id), f"{name} differs from the API"
+        assert doc["synced_at"].endswith("Z")
+        attachment_id = invoices[invoice_id]["attachment_id"]
+        if attachment_id:
+            assert doc["file"] == f"{stem}.pdf"
+            assert doc["attachment"]["id"] == attachment_id
+            assert "url" not in json.dumps(doc["attachment"])
+            assert doc["attachment"]["sha256"] == sandbox.attachment_sha256(attachment_id)
+            assert sha256(outbox / doc["file"]) == sandbox.attachment_sha256(attachment_id), doc["file"]
+            expected.add(doc["file"])
+        else:
+            assert doc["file"] is None and doc["attachment"] is None
+    assert set(docs) == set(invoices)
+    assert names == expected, f"unexpected files: {sorted(names - expected)[:5]}, missing: {sorted(expected - names)[:5]}"
+    rows = read_csv(outbox)
+    assert len(rows) == len(invoices) and {row["id"] for row in rows} == set(invoices)
+    for row in rows:
+        invoice, doc = invoices[row["id"]], docs[row["id"]]
+        assert (row["status"], row["updated_at"], row["file"]) == (invoice["status"], invoice["updated_at"],
+                                                                   doc["file"] or "")
+        assert row["total_amount"] == ((invoice["total_amount"] or {}).get("value") or "")
+    return docs
+
+
+def settle(sandbox: Sandbox) -> None:
+    """Wait until our clock has passed every `updated_at` the sandbox gave out.
+
+    A burst of updates gets timestamps a few milliseconds ahead of the wall clock (each one
+    strictly later than the last), and a window ends at our `now`: such invoices would only be
+    picked up by the next sync's overlap, which is right, but not what a test of one sync wants.
+    """
+    latest = max(parse_timestamp(i["updated_at"], "updated_at") for i in sandbox.invoices())
+    wait_for(lambda: datetime.now(timezone.utc) > latest, timeout=5, message="the sandbox clock")
+
+
+def storage_downloads(sandbox: Sandbox) -> dict[str, int]:
+    """Successful pre-signed downloads per attachment id."""
+    counts: dict[str, int] = {}
+    for record in sandbox.request_log():
+        if record.path.startswith("/_storage/") and record.status == 200:
+            attachment_id = record.path.rsplit("/", 1)[1]
+            counts[attachment_id] = counts.get(attachment_id, 0) + 1
+    return counts
+
+
+# --- the sandbox's API spoken by hand --------------------------------------------------------------
+
+API_KEY = {"Authorization": f"{LOGIN}:{SECRET}"}
+Part = tuple[str, "str | tuple[str, bytes]"]  # (name, text) or (name, (filename, data))
+
+
+def multipart(parts: list[Part], *, rfc2231: bool = False) -> tuple[bytes, str]:
+    """A multipart/form-data body with the parts in exactly the given order; (body, content type).
+
+    File names go raw UTF-8 in `filename="..."` (what browsers and urllib3 send), or as RFC 2231
+    `filename*=UTF-8''...` with `rfc2231=True`.
+    """
+    boundary = uuid.uuid4().hex
+    chunks = []
+    for name, value in parts:
+        if isinstance(value, str):
+            head = f'Content-Disposition: form-data; name="{name}"\r\n\r\n'
+            data = value.encode()
+        else:
+            filename, data = value
+            param = f"filename*=UTF-8''{quote(filename)}" if rfc2231 else f'filename="{filename}"'
+            head = f'Content-Disposition: form-data; name="{name}"; {param}\r\nContent-Type: application/pdf\r\n\r\n'
+        chunks.append(f"--{boundary}\r\n".encode() + head.encode() + data + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def item(key: str | None, filename: str, data: bytes | None = None) -> list[Part]:
+    """One invoice's fields, key first, as a careful client sends them."""
+    parts: list[Part] = [] if key is None else [("supplier_invoices[][idempotency_key]", key)]
+    return parts + [("supplier_invoices[][file]", (filename, data if data is not None else pdf_bytes(filename)))]
+
+
+def post_bulk(sb: Sandbox, parts: list[Part], session: Any = requests, **kw: Any) -> requests.Response:
+    body, content_type = multipart(parts, **kw)
+    return session.post(
+        f"{sb.base_url}/v2/supplier_invoices/bulk", data=body, headers={**API_KEY, "Content-Type": content_type}
+    )
+
+
+def upload(sb: Sandbox, *pairs: tuple[str, str]) -> dict[str, Any]:
+    """Upload (key, filename) pairs correctly ordered; return the JSON answer."""
+    answer = post_bulk(sb, [part for key, name in pairs for part in item(key, name)])
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def api_get(sb: Sandbox, path: str, **params: Any) -> requests.Response:
+    return requests.get(f"{sb.base_url}{path}", params=params, headers=API_KEY)
+
+
+def list_all(sb: Sandbox, **params: Any) -> list[dict[str, Any]]:
+    """Every invoice the list endpoint gives for `params`, following next_page."""
+    found, page = [], 1
+    while page is not None:
+        answer = api_get(sb, "/v2/supplier_invoices", page=page, **params)
+        assert answer.status_code == 200, answer.text
+        found += answer.json()["supplier_invoices"]
+        page = answer.json()["meta"]["next_page"]
+    return found
+
+
+def download_url(sb: Sandbox, attachment_id: str) -> str:
+    answer = api_get(sb, f"/v2/attachments/{attachment_id}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()["attachment"]["url"]

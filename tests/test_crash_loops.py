@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -16,23 +15,16 @@ from typing import Iterator
 
 import pytest
 
-from support import AgentProcess, STATUS_SHOWN, make_config, pdf_bytes, run_agent, sidecar_of, wait_for, write_pdf
+from support import FAST_INBOX, AgentProcess, make_config, pdf_bytes, sidecar_of, status_of, wait_for, write_pdf
 
 from agent.inbox import settle
 from agent.inbox.content import Judgement, judge
 
-FAST = {"settle_seconds": 0.3, "debounce_seconds": 0.3}
 PATH_MAX = 4096
 
 
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".error.json")) if folder.is_dir() else []
-
-
-def status_of(config: Path) -> dict:
-    done = run_agent(config, "status", "--json")
-    assert done.returncode in STATUS_SHOWN and "Traceback" not in done.stderr, done.stderr
-    return json.loads(done.stdout)
 
 
 def twenty_good_files_all_go(config: Path, sandbox, agent: AgentProcess, already: list[tuple[str, bytes]]) -> None:
@@ -51,7 +43,7 @@ def twenty_good_files_all_go(config: Path, sandbox, agent: AgentProcess, already
 
 
 def test_a_255_byte_name_dropped_twice_is_filed_under_a_shortened_name(tmp_path, sandbox, agents):
-    config = make_config(tmp_path, sandbox, inbox=FAST)
+    config = make_config(tmp_path, sandbox, inbox=FAST_INBOX)
     inbox = tmp_path / "inbox"
     long_name = "x" * 251 + ".pdf"  # 255 bytes: the second one's `... (2).pdf` does not fit
     agent = agents(config, "run")
@@ -69,7 +61,7 @@ def test_a_255_byte_name_dropped_twice_is_filed_under_a_shortened_name(tmp_path,
 
 
 def test_an_empty_file_with_a_240_byte_name_goes_to_error_under_a_name_its_sidecar_fits(tmp_path, sandbox, agents):
-    config = make_config(tmp_path, sandbox, inbox={**FAST, "incomplete_after_seconds": 4})
+    config = make_config(tmp_path, sandbox, inbox={**FAST_INBOX, "incomplete_after_seconds": 4})
     inbox = tmp_path / "inbox"
     empty = "e" * 236 + ".pdf"  # 240 bytes: `.<name>.error.json.tmp-<12 hex>` would not fit
     agent = agents(config, "run")
@@ -119,7 +111,7 @@ def test_files_near_and_past_path_max_in_a_recursive_inbox_are_uploaded(tmp_path
     """Near PATH_MAX, the claim's own path goes past it; past it, no path names the file whole (a
     file name taking it over, or the folders themselves): the agent reaches each by descriptor.
     Paths past PATH_MAX get no file events (inotify and polling take paths): the rescan finds them."""
-    config = make_config(tmp_path, sandbox, inbox={**FAST, "recursive": True, "rescan_seconds": 1,
+    config = make_config(tmp_path, sandbox, inbox={**FAST_INBOX, "recursive": True, "rescan_seconds": 1,
                                                    "polling": polling, "poll_interval_seconds": 0.3})
     inbox = tmp_path / "inbox"
     agent = agents(config, "run")
@@ -136,7 +128,7 @@ def test_files_near_and_past_path_max_in_a_recursive_inbox_are_uploaded(tmp_path
 
 
 def test_a_claim_past_path_max_left_by_a_killed_agent_is_filed_once_at_the_next_start(tmp_path, sandbox, agents):
-    config = make_config(tmp_path, sandbox, inbox={**FAST, "recursive": True})
+    config = make_config(tmp_path, sandbox, inbox={**FAST_INBOX, "recursive": True})
     inbox = tmp_path / "inbox"
     agent = agents(config, "run")
     wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)
@@ -185,7 +177,7 @@ def drop_at(folder: int, name: str) -> bytes:
 
 def watching_a_mounted_inbox(tmp_path: Path, sandbox, agents, mounted) -> tuple[Path, Path, AgentProcess]:
     """(config, inbox, agent): `run` watching an inbox that is a tmpfs of its own (to be made read-only)."""
-    config = make_config(tmp_path, sandbox, inbox=FAST)
+    config = make_config(tmp_path, sandbox, inbox=FAST_INBOX)
     inbox = mounted(tmp_path / "inbox", size="16m")
     agent = agents(config, "run")
     wait_for(lambda: "watching" in agent.log(), message="the agent watching", on_fail=agent.log)

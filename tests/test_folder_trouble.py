@@ -5,35 +5,21 @@ itself once the folder works again, without a restart. Real processes, real (tmp
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import subprocess
 from pathlib import Path
 
-from support import STATUS_SHOWN, make_config, run_agent, wait_for, write_pdf
-from test_mirror import assert_outbox_complete
+from support import (FAST_INBOX, assert_outbox_complete, files_in, fill, make_config, run_agent, status_of, wait_for,
+                     write_pdf)
 
-FAST = {"settle_seconds": 0.3, "debounce_seconds": 0.3}
+
 
 
 def remount(point: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(point)], check=True, capture_output=True)
 
 
-def files_in(folder: Path) -> dict[str, bytes]:
-    if not folder.is_dir():
-        return {}
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
-
-
-def status_of(config: Path) -> dict:
-    done = run_agent(config, "status", "--json")
-    assert done.returncode in STATUS_SHOWN and "Traceback" not in done.stderr, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_done_turning_read_only_pauses_uploads_says_why_and_resumes_after_the_fix(tmp_path, sandbox, agents, mounted):
-    config = make_config(tmp_path, sandbox, inbox=FAST)
+    config = make_config(tmp_path, sandbox, inbox=FAST_INBOX)
     inbox = tmp_path / "inbox"
     done = mounted(inbox / "done", size="8m")
     agent = agents(config, "run")
@@ -71,7 +57,7 @@ def test_done_turning_read_only_pauses_uploads_says_why_and_resumes_after_the_fi
 
 
 def test_upload_into_a_read_only_done_exits_2_and_the_next_pass_files_without_sending_again(tmp_path, sandbox, mounted):
-    config = make_config(tmp_path, sandbox, inbox=FAST)
+    config = make_config(tmp_path, sandbox, inbox=FAST_INBOX)
     inbox = tmp_path / "inbox"
     done = mounted(inbox / "done", size="8m")
     write_pdf(inbox / "a.pdf")
@@ -91,21 +77,9 @@ def test_upload_into_a_read_only_done_exits_2_and_the_next_pass_files_without_se
     assert sha == hashlib.sha256(sandbox.attachment_bytes(sandbox.invoices()[0]["attachment_id"])).hexdigest()
 
 
-def fill(folder: Path, leave: int) -> Path:
-    """A filler file taking all but about `leave` bytes of the file system holding `folder`."""
-    st = os.statvfs(folder)
-    filler = folder / ".filler"
-    with filler.open("wb") as out:
-        out.truncate(0)
-        remaining = st.f_bavail * st.f_frsize - leave
-        while remaining > 0:
-            remaining -= out.write(b"\0" * min(remaining, 1 << 20))
-    return filler
-
-
 def test_a_full_outbox_pauses_the_sync_says_why_and_resumes_after_space_is_freed(tmp_path, sandbox, agents, mounted):
     sandbox.seed(60, without_attachment=0.0)
-    config = make_config(tmp_path, sandbox, inbox=FAST, outbox={"sync_interval_seconds": 3600})
+    config = make_config(tmp_path, sandbox, inbox=FAST_INBOX, outbox={"sync_interval_seconds": 3600})
     outbox = mounted(tmp_path / "outbox", size="2m")
     filler = fill(outbox, leave=40_000)
     agent = agents(config, "run")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from corpus import jpeg_photo, png_image
 from PIL import Image
-from support import STATUS_SHOWN, make_config, pdf_bytes, run_agent, wait_for, write_pdf
+from support import make_config, pdf_bytes, run_agent, wait_for, write_pdf
 
 from agent.sandbox.server import Sandbox
 
@@ -110,7 +110,7 @@ def done_but_not_sent(sandbox: Sandbox, inbox: Path) -> str | None:
 
 def status(config: Path) -> dict:
     answer = run_agent(config, "status", "--json")
-    assert answer.returncode in STATUS_SHOWN, answer.stderr
+    assert answer.returncode == 0, answer.stderr  # links and hard links are left aside, never put in error/
     return json.loads(answer.stdout)
 
 

@@ -6,14 +6,10 @@ issue 4 (one JSON per invoice, attachment bytes matching the sandbox, the CSV, n
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import os
 import threading
-import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,7 +27,8 @@ from agent.qonto.listing import Page
 from agent.qonto.transport import RetryPolicy
 from agent.sandbox.server import Sandbox
 from agent.state.ledger import Ledger
-from support import make_config, wait_for
+from support import (assert_outbox_complete, assert_safe_name, make_config, read_csv, settle, sha256,
+                     storage_downloads)
 
 INVOICE_ID = "7f1c0a52-3b7e-4f7e-9a4e-1d2c3b4a5f60"
 HOSTILE_NAMES = [
@@ -40,87 +37,7 @@ HOSTILE_NAMES = [
     "日本語の請求書" * 30 + ".pdf", "\u202egpj.exe", "tab\tand  spaces .pdf", "trailing dots...",
     "reçu: n°12?.pdf", "<>:\"|?*.pdf", "é" * 200,
 ]
-WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
-
-# --- helpers shared with the end-to-end tests ---------------------------------------------------
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def assert_safe_name(name: str) -> None:
-    """A file name an outbox may contain: plain, visible, portable, short."""
-    assert name and name == Path(name).name and "/" not in name and "\\" not in name, name
-    assert ".." not in name and not name.startswith("."), name
-    assert not any(unicodedata.category(ch).startswith("C") for ch in name), repr(name)
-    assert name.split(".")[0].upper() not in WINDOWS_RESERVED, name
-    assert not name.endswith((".", " ")), name
-
-
-def read_csv(outbox: Path) -> list[dict[str, str]]:
-    with open(outbox / "invoices.csv", encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def assert_outbox_complete(outbox: Path, sandbox: Sandbox) -> dict[str, dict]:
-    """Every invoice of the sandbox mirrored exactly, and nothing else; returns JSONs by invoice id."""
-    invoices = {invoice["id"]: invoice for invoice in sandbox.invoices()}
-    names = set(os.listdir(outbox))
-    docs: dict[str, dict] = {}
-    expected = {"invoices.csv"}
-    for name in (n for n in names if n.endswith(".json")):
-        doc = json.loads((outbox / name).read_text(encoding="utf-8"))
-        invoice_id = doc["supplier_invoice"]["id"]
-        assert invoice_id not in docs, f"two JSONs for {invoice_id}"
-        docs[invoice_id] = doc
-        expected.add(name)
-        stem = name.removesuffix(".json")
-        assert invoice_id in stem and len(stem.encode()) <= 150
-        assert_safe_name(name)
-        assert doc["supplier_invoice"] == invoices.get(invoice_id), f"{name} differs from the API"
-        assert doc["synced_at"].endswith("Z")
-        attachment_id = invoices[invoice_id]["attachment_id"]
-        if attachment_id:
-            assert doc["file"] == f"{stem}.pdf"
-            assert doc["attachment"]["id"] == attachment_id
-            assert "url" not in json.dumps(doc["attachment"])
-            assert doc["attachment"]["sha256"] == sandbox.attachment_sha256(attachment_id)
-            assert sha256(outbox / doc["file"]) == sandbox.attachment_sha256(attachment_id), doc["file"]
-            expected.add(doc["file"])
-        else:
-            assert doc["file"] is None and doc["attachment"] is None
-    assert set(docs) == set(invoices)
-    assert names == expected, f"unexpected files: {sorted(names - expected)[:5]}, missing: {sorted(expected - names)[:5]}"
-    rows = read_csv(outbox)
-    assert len(rows) == len(invoices) and {row["id"] for row in rows} == set(invoices)
-    for row in rows:
-        invoice, doc = invoices[row["id"]], docs[row["id"]]
-        assert (row["status"], row["updated_at"], row["file"]) == (invoice["status"], invoice["updated_at"],
-                                                                   doc["file"] or "")
-        assert row["total_amount"] == ((invoice["total_amount"] or {}).get("value") or "")
-    return docs
-
-
-def settle(sandbox: Sandbox) -> None:
-    """Wait until our clock has passed every `updated_at` the sandbox gave out.
-
-    A burst of updates gets timestamps a few milliseconds ahead of the wall clock (each one
-    strictly later than the last), and a window ends at our `now`: such invoices would only be
-    picked up by the next sync's overlap, which is right, but not what a test of one sync wants.
-    """
-    latest = max(configuration.parse_timestamp(i["updated_at"], "updated_at") for i in sandbox.invoices())
-    wait_for(lambda: datetime.now(timezone.utc) > latest, timeout=5, message="the sandbox clock")
-
-
-def storage_downloads(sandbox: Sandbox) -> dict[str, int]:
-    """Successful pre-signed downloads per attachment id."""
-    counts: dict[str, int] = {}
-    for record in sandbox.request_log():
-        if record.path.startswith("/_storage/") and record.status == 200:
-            attachment_id = record.path.rsplit("/", 1)[1]
-            counts[attachment_id] = counts.get(attachment_id, 0) + 1
-    return counts
 
 
 # --- fixtures -----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from agent.sandbox.server import Sandbox
-from support import AgentProcess, make_config, run_agent, wait_for, write_pdf
-from test_mirror import assert_outbox_complete, settle, sha256, storage_downloads
+from support import (AgentProcess, assert_outbox_complete, make_config, run_agent, settle, sha256, storage_downloads,
+                     wait_for, write_pdf)
 
 
 def assert_newer_fields_compared(docs: dict[str, dict]) -> None:

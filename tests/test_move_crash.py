@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import REPO, agent_env, make_config, pdf_bytes, run_agent, wait_for
+from support import FAST_INBOX, REPO, agent_env, make_config, pdf_bytes, run_agent, wait_for
 
-FAST = {"settle_seconds": 0.3, "debounce_seconds": 0.3}
 MARK = "crashme-"
 
 SHIM = r"""
@@ -196,7 +195,7 @@ def assert_no_traceback(*runs: subprocess.CompletedProcess) -> None:
 @pytest.mark.parametrize("folder, mode", [(f, m) for f in ("done", "error") for m in MODES])
 def test_the_shim_sees_every_step_of_the_move(tmp_path, sandbox, shim, folder, mode):
     """The step lists above are what the agent really does (else the kill tests would miss steps)."""
-    config = make_config(tmp_path, sandbox, inbox=FAST)
+    config = make_config(tmp_path, sandbox, inbox=FAST_INBOX)
     dropped(tmp_path / "inbox", folder, f"{MARK}0.pdf")
     done = run_agent(config, "upload", env=shim_env(shim, mode, SHIM_TRACE=str(tmp_path / "trace")))
     out = done.stdout + done.stderr
@@ -208,7 +207,7 @@ def test_the_shim_sees_every_step_of_the_move(tmp_path, sandbox, shim, folder, m
 @pytest.mark.parametrize("folder, mode, when, index", kill_points())
 def test_kill_at_a_step_of_a_move_then_restart_files_exactly_one_copy(tmp_path, sandbox, shim, folder, mode, when,
                                                                       index):
-    config = make_config(tmp_path, sandbox, inbox=FAST)
+    config = make_config(tmp_path, sandbox, inbox=FAST_INBOX)
     inbox = tmp_path / "inbox"
     name = f"{MARK}{folder}.pdf"
     data = dropped(inbox, folder, name)
@@ -263,7 +262,7 @@ def test_kill_at_a_step_of_a_move_then_restart_files_exactly_one_copy(tmp_path, 
 
 def test_where_hard_links_are_refused_two_agents_file_120_same_named_files_and_lose_or_replace_none(
         tmp_path, sandbox, agents, shim):
-    config = make_config(tmp_path, sandbox, inbox={**FAST, "recursive": True})
+    config = make_config(tmp_path, sandbox, inbox={**FAST_INBOX, "recursive": True})
     inbox = tmp_path / "inbox"
     dropped_files = {}
     for i in range(120):  # one name, 120 contents: every filing into done/ meets the others' names

@@ -14,7 +14,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
-from urllib.parse import quote
 
 import pytest
 import requests
@@ -22,77 +21,8 @@ import requests
 from agent.sandbox import api as sandbox_api
 from agent.sandbox.faults import Faults
 from agent.sandbox.server import Sandbox
-from support import REPO, pdf_bytes, wait_for
-
-API_KEY = {"Authorization": "sandbox-org:sandbox-secret-key"}
-Part = tuple[str, "str | tuple[str, bytes]"]  # (name, text) or (name, (filename, data))
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-
-
-def multipart(parts: list[Part], *, rfc2231: bool = False) -> tuple[bytes, str]:
-    """A multipart/form-data body with the parts in exactly the given order; (body, content type).
-
-    File names go raw UTF-8 in `filename="..."` (what browsers and urllib3 send), or as RFC 2231
-    `filename*=UTF-8''...` with `rfc2231=True`.
-    """
-    boundary = uuid.uuid4().hex
-    chunks = []
-    for name, value in parts:
-        if isinstance(value, str):
-            head = f'Content-Disposition: form-data; name="{name}"\r\n\r\n'
-            data = value.encode()
-        else:
-            filename, data = value
-            param = f"filename*=UTF-8''{quote(filename)}" if rfc2231 else f'filename="{filename}"'
-            head = f'Content-Disposition: form-data; name="{name}"; {param}\r\nContent-Type: application/pdf\r\n\r\n'
-        chunks.append(f"--{boundary}\r\n".encode() + head.encode() + data + b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
-
-
-def item(key: str | None, filename: str, data: bytes | None = None) -> list[Part]:
-    """One invoice's fields, key first, as a careful client sends them."""
-    parts: list[Part] = [] if key is None else [("supplier_invoices[][idempotency_key]", key)]
-    return parts + [("supplier_invoices[][file]", (filename, data if data is not None else pdf_bytes(filename)))]
-
-
-def post_bulk(sb: Sandbox, parts: list[Part], session: Any = requests, **kw: Any) -> requests.Response:
-    body, content_type = multipart(parts, **kw)
-    return session.post(
-        f"{sb.base_url}/v2/supplier_invoices/bulk", data=body, headers={**API_KEY, "Content-Type": content_type}
-    )
-
-
-def upload(sb: Sandbox, *pairs: tuple[str, str]) -> dict[str, Any]:
-    """Upload (key, filename) pairs correctly ordered; return the JSON answer."""
-    answer = post_bulk(sb, [part for key, name in pairs for part in item(key, name)])
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def api_get(sb: Sandbox, path: str, **params: Any) -> requests.Response:
-    return requests.get(f"{sb.base_url}{path}", params=params, headers=API_KEY)
-
-
-def list_all(sb: Sandbox, **params: Any) -> list[dict[str, Any]]:
-    """Every invoice the list endpoint gives for `params`, following next_page."""
-    found, page = [], 1
-    while page is not None:
-        answer = api_get(sb, "/v2/supplier_invoices", page=page, **params)
-        assert answer.status_code == 200, answer.text
-        found += answer.json()["supplier_invoices"]
-        page = answer.json()["meta"]["next_page"]
-    return found
-
-
-def download_url(sb: Sandbox, attachment_id: str) -> str:
-    answer = api_get(sb, f"/v2/attachments/{attachment_id}")
-    assert answer.status_code == 200, answer.text
-    return answer.json()["attachment"]["url"]
-
+from support import (API_KEY, REPO, api_get, download_url, item, list_all, multipart, pdf_bytes, post_bulk, upload,
+                     wait_for)
 
 @pytest.fixture
 def make_sandbox() -> Callable[..., Sandbox]:

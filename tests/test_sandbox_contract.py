@@ -19,8 +19,7 @@ from agent.qonto.bulk import UploadItem
 from agent.qonto.client import QontoClient
 from agent.sandbox.faults import Faults
 from agent.sandbox.server import Sandbox
-from support import make_config, wait_for, write_pdf
-from test_sandbox import api_get, download_url, item, list_all, post_bulk, upload
+from support import api_get, download_url, item, list_all, make_config, post_bulk, upload, wait_for, write_pdf
 
 SORT_FIELDS = ("created_at", "updated_at", "file_name", "supplier_name", "payment_date", "due_date",
                "scheduled_date", "total_amount")

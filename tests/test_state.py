@@ -20,6 +20,16 @@ def test_attempts_keep_their_first_time_until_the_content_settles(tmp_path):
     assert ledger.lookup("aa").first_attempt_at == 400.0
 
 
+def test_a_restarted_key_window_counts_from_the_restart_not_the_first_attempt(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.begin_attempt("aa", "key-a", "a.pdf", 10, dropped_at=1.0, now=100.0)
+    ledger.finish_attempt("aa", AttemptOutcome.UNKNOWN)
+    ledger.restart_window("aa", now=900.0)  # Qonto holds no invoice from the first attempt
+    assert ledger.lookup("aa").first_attempt_at == 900.0
+    ledger.begin_attempt("aa", "key-a", "a.pdf", 10, dropped_at=1.0, now=950.0)
+    assert (ledger.lookup("aa").first_attempt_at, ledger.lookup("aa").last_attempt_at) == (900.0, 950.0)
+
+
 def test_rejections_and_local_errors_are_kept_for_status(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     ledger.begin_attempt("bb", "key-b", "b.pdf", 5, None)

@@ -1,4 +1,4 @@
-"""Which paths under the inbox are work, and whether the inbox gets OS events or must be polled."""
+"""Which paths under the inbox are work."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Iterator
 
 from agent.base import beneath
-from agent.config import InboxConfig
 from agent.inbox.reasons import Unaccepted
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_DIRS = ("done", "error")
-NETWORK_FS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "afs", "9p", "fuse.sshfs", "davfs", "fuse.davfs2",
-              "ncpfs", "glusterfs", "ceph", "fuse.glusterfs", "fuse.rclone"}
 _TEMP_SUFFIXES = (".part", ".crdownload", ".filepart", ".partial", ".tmp", ".download")
 _LITTER = {".ds_store", "thumbs.db", "desktop.ini", "@eadir"}
 
@@ -134,33 +131,3 @@ def problem_of(st: os.stat_result, verdict: bool | Unaccepted) -> Unaccepted | N
     if not stat.S_ISREG(st.st_mode):
         return Unaccepted.NOT_A_FILE
     return Unaccepted.HARD_LINK if st.st_nlink > 1 else None
-
-
-def filesystem_type(path: Path) -> str | None:
-    """The type of the mount holding `path` (Linux /proc/mounts), or None where unknown."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    target, best, best_len = str(path.resolve()), None, -1
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > best_len:
-            best, best_len = fields[2], len(point)
-    return best
-
-
-def choose_mode(cfg: InboxConfig) -> tuple[str, str]:
-    """('native' | 'polling', why): polling where OS events do not arrive (network mounts)."""
-    if cfg.polling is True:
-        return "polling", "polling = true in the configuration"
-    if cfg.polling is False:
-        return "native", "polling = false in the configuration"
-    fstype = filesystem_type(cfg.path)
-    if fstype in NETWORK_FS:
-        return "polling", f"the inbox is on a {fstype} network mount, where file events do not arrive"
-    return "native", f"the inbox is on a local {fstype or 'file system'}"
-

@@ -60,7 +60,9 @@ class FolderTrouble:
         return ended is not None
 
     def clear(self) -> None:
-        """Nothing is left to file: no work waits on done/ or error/ (the ledger's trouble stays)."""
+        """Nothing is left to file, so no work waits on done/ or error/: with no claim there is no
+        write to try them with, and a pause kept would hold new files forever. The ledger's trouble
+        stays: the heartbeat tries a write to it every 5 s."""
         for folder in FILING:
             self.worked(folder)
 

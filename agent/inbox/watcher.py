@@ -14,7 +14,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from agent.config import InboxConfig
-from agent.inbox.rules import Rules, choose_mode
+from agent.inbox.mounts import choose_mode
+from agent.inbox.rules import Rules
 
 log = logging.getLogger(__name__)
 

@@ -166,7 +166,7 @@ class Transport:
                 if (final or deadline.expired or isinstance(exc, requests.exceptions.SSLError)
                         or (self._retry.connect is not None and retry > self._retry.connect and _not_connected(exc))):
                     raise
-                return _Again(f"did not answer ({_reason(exc)})", self._retry.delay(retry))
+                return _Again(f"did not answer ({_in_words(exc, self._redact)})", self._retry.delay(retry))
 
     @contextmanager
     def _slot(self, urgent: bool) -> Iterator[None]:
@@ -232,17 +232,6 @@ def _not_connected(exc: Exception) -> bool:
                                                                                    NewConnectionError))
 
 
-def _reason(exc: Exception) -> str:
-    """A few words for a failed attempt, without its URL."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return "no connection within the timeout"
-    if isinstance(exc, requests.Timeout) or isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
-        return "no answer within the timeout"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return "the answer broke off"
-    return "connection refused" if "refused" in str(exc).lower() else "the connection failed"
-
-
 def _seconds(wait: float) -> str:
     return f"{wait:.1f} s" if wait < 10 else f"{wait:.0f} s"
 
@@ -261,7 +250,7 @@ def network_errors(url: str, redact: Callable[[Any], str | None], setting: str |
         parts = urlsplit(url)
         where = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
         cause = _innermost(exc)
-        words = _in_words(cause, redact)
+        words = _in_words(exc, redact)
         if setting and isinstance(cause, ssl.SSLError) and not isinstance(cause, _CUT_TLS):
             raise HTMLAnswerError(
                 f"the secure (TLS) connection to {where} failed ({words}): check `[qonto] {setting}` "
@@ -279,16 +268,23 @@ def _innermost(exc: BaseException) -> BaseException:
     while id(exc) not in seen:
         seen.add(id(exc))
         reason = getattr(exc, "reason", None)
-        first = exc.args[0] if exc.args else None
-        inner = next((e for e in (reason, exc.__cause__, first) if isinstance(e, BaseException)), None)
+        inner = next((e for e in (reason, exc.__cause__, *exc.args) if isinstance(e, BaseException)), None)
         if inner is None:
             break
         exc = inner
     return exc
 
 
-def _in_words(cause: BaseException, redact: Callable[[Any], str | None]) -> str:
-    """A few words for a network failure: "connection refused", "timed out", "host name not found"."""
+def _in_words(exc: BaseException, redact: Callable[[Any], str | None]) -> str:
+    """A few words for a network failure, without its URL, for a retry's sentence and the final
+    error alike: "no answer within the timeout", "connection refused", "host name not found"."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "no connection within the timeout"
+    if isinstance(exc, requests.Timeout) or isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
+        return "no answer within the timeout"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the answer broke off"
+    cause = _innermost(exc)
     if isinstance(cause, ssl.SSLError):
         return f"TLS: {cause.reason or cause.strerror or cause}"
     if isinstance(cause, socket.gaierror):
@@ -297,6 +293,8 @@ def _in_words(cause: BaseException, redact: Callable[[Any], str | None]) -> str:
         return "timed out"
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror.lower()
+    if isinstance(cause, ConnectionError):  # closed without a word (http.client's RemoteDisconnected)
+        return "the connection failed"
     return f"{type(cause).__name__}: {redact(cause)}"
 
 

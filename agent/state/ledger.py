@@ -206,10 +206,12 @@ class Ledger:
             )
             db.execute("INSERT INTO attempts (sha256, started_at) VALUES (?, ?)", (sha256, now))
 
-    def restart_window(self, sha256: str) -> None:
-        """No earlier attempt made an invoice: Qonto's key window is counted from the next attempt."""
+    def restart_window(self, sha256: str, now: float | None = None) -> None:
+        """No earlier attempt made an invoice: Qonto's key window is counted from now, the moment
+        before the next attempt (begin_attempt keeps it while the content is still being sent)."""
         with self._tx() as db:
-            db.execute("UPDATE uploads SET first_attempt_at=NULL WHERE sha256=?", (sha256,))
+            db.execute("UPDATE uploads SET first_attempt_at=? WHERE sha256=?",
+                       (time.time() if now is None else now, sha256))
 
     def finish_attempt(self, sha256: str, outcome: AttemptOutcome, reason: str | None = None) -> None:
         """Note how the last attempt ended when it did not settle the content (unknown, failed)."""
