@@ -153,9 +153,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     configs = configuration.load_profiles(args.config, only=args.profile)
     for cfg in configs:
         logs.add_secrets(cfg.qonto.secrets())
-    if args.command == "check":
-        return worst([_check(cfg) for cfg in configs])
-    limiter = api_budget(configs[0].qonto)  # one budget for every organization: Qonto counts per IP
+    # One budget for every organization (Qonto counts per IP); one organization's client makes its
+    # own, which it closes when it stops, so requests waiting for their turn give up at once.
+    limiter = api_budget(configs[0].qonto) if len(configs) > 1 else None
     try:
         if args.command == "run" and configs[0].profile is not None and len(configs) > 1:
             return _exit_run(fleet.run(configs, limiter))
@@ -171,15 +171,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             results.show(outputs[0] if len(outputs) == 1 else outputs)
         return worst(codes)
     finally:
-        limiter.close()
+        if limiter is not None:
+            limiter.close()
 
 
-def _one(args: argparse.Namespace, cfg: configuration.Config, limiter: RateLimiter,
+def _one(args: argparse.Namespace, cfg: configuration.Config, limiter: RateLimiter | None,
          alone: bool) -> tuple[int, dict[str, Any] | None]:
-    """`run`, `upload` or `sync` for one organization: the exit code, and the JSON result if asked.
+    """`check`, `run`, `upload` or `sync` for one organization: the exit code, and the JSON result if asked.
     Unless it is `alone`, an error that ends it is said and the next organization's turn comes."""
     profile.enter(cfg.profile)
     try:
+        if args.command == "check":
+            return _check(cfg, limiter), None
         with service.open_client(cfg, limiter=limiter) as client:
             ledger = Ledger(cfg.state.path, previous=cfg.previous_ledger)
             try:
@@ -318,13 +321,13 @@ def _init(args: argparse.Namespace) -> int:
     return worst([_check(cfg) for cfg in configs])
 
 
-def _check(cfg: configuration.Config) -> int:
+def _check(cfg: configuration.Config, limiter: RateLimiter | None = None) -> int:
     """The credentials, then everything else a run needs (doctor.py); exit 2 when a person must fix one."""
     logs.add_secrets(cfg.qonto.secrets())
     problems = doctor.local_problems(cfg)
     for problem in problems:  # said first: they need no network, and stand even if the credentials fail
         log.error("%s", problem)
-    with service.open_client(cfg, retry=doctor.check_retry()) as client:
+    with service.open_client(cfg, retry=doctor.check_retry(), limiter=limiter) as client:
         org = doctor.organization(client, cfg.qonto.api_root)
         name = org.get("legal_name") or org.get("name") or org.get("slug")
         print(f"OK: connected to Qonto as {name} ({cfg.qonto.api_root})")

@@ -263,7 +263,7 @@ def from_mapping(
                                   patterns=tuple(p.lower() for p in inbox.patterns)),
         outbox=dataclasses.replace(outbox, path=outbox_path),
         state=StateConfig(path=state_path),
-        status=StatusConfig(metrics_file=resolve(Path(metrics_file), base_dir) if metrics_file else None),
+        status=StatusConfig(metrics_file=_metrics_path(metrics_file, base_dir, profile)),
         notify=sections["notify"],
         source=source,
         profile=profile,
@@ -288,6 +288,15 @@ def _check_values(q: QontoConfig, inbox: InboxConfig, outbox: OutboxConfig) -> N
                           f"{MAX_CONCURRENCY} (more downloads at once only meet Qonto's rate limit sooner).")
     if outbox.since is not None:
         parse_timestamp(outbox.since, "`[outbox] since`")
+
+
+def _metrics_path(path: Path | None, base_dir: Path, profile: str | None) -> Path | None:
+    """The metrics file; a profile's carries its name (`agent.prom` → `agent-acme.prom`), so that
+    profiles sharing the setting write files side by side for the textfile collector to read."""
+    if not path:
+        return None
+    path = resolve(Path(path), base_dir)
+    return path.with_name(f"{path.stem}-{profile}{path.suffix}") if profile else path
 
 
 def check_credentials(q: QontoConfig) -> None:

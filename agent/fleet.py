@@ -109,6 +109,6 @@ class Runner(threading.Thread):
 
     def _beat(self, ledger: Ledger, trouble: str) -> None:
         try:
-            ledger.beat(Heartbeat(os.getpid(), time.time(), "stopped", "the profile is not running", paused=trouble))
+            ledger.beat(Heartbeat(os.getpid(), time.time(), "none", "the profile waits to start again", paused=trouble))
         except (AgentError, FolderError):
             pass  # the ledger itself is the trouble: the log line said it

@@ -38,26 +38,27 @@ def figures(ledger: Ledger, paused: bool) -> dict[str, float]:
     }
 
 
-def exposition(values: dict[str, float]) -> str:
-    """Prometheus text format: HELP, TYPE and one sample per metric."""
+def exposition(values: dict[str, float], profile: str | None = None) -> str:
+    """Prometheus text format: HELP, TYPE and one sample per metric, labelled with its profile."""
+    labels = f'{{profile="{profile}"}}' if profile else ""  # profile names are plain (profile_settings.NAME)
     lines = []
     for name, (kind, text) in METRICS.items():
         value = values[name]
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}",
-                  f"{name} {int(value) if float(value).is_integer() else repr(float(value))}"]
+                  f"{name}{labels} {int(value) if float(value).is_integer() else repr(float(value))}"]
     return "\n".join(lines) + "\n"
 
 
 class MetricsFile:
-    """The file `run` rewrites; a failing write is said once, and never stops the agent."""
+    """The file `run` rewrites (one per profile); a failing write is said once, and never stops the agent."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, profile: str | None = None) -> None:
+        self.path, self.profile = path, profile
         self._failing = False
 
     def write(self, ledger: Ledger, paused: bool) -> None:
         try:
-            atomic.write_bytes(self.path, exposition(figures(ledger, paused)).encode("ascii"), mode=0o644)
+            atomic.write_bytes(self.path, exposition(figures(ledger, paused), self.profile).encode("ascii"), mode=0o644)
         except OSError as exc:
             if not self._failing:
                 log.warning("cannot write the metrics file %s (%s): check that its folder exists and the agent "

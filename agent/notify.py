@@ -54,6 +54,7 @@ class Digest:
     host: str
     inbox: str
     events: list[Event] = field(default_factory=list)
+    profile: str | None = None  # the organization's profile, in a configuration with several
 
     def count(self, kind: str) -> int:
         return sum(1 for e in self.events if e.kind == kind)
@@ -66,7 +67,8 @@ class Digest:
             parts.append("something needs a person")
         if self.count(STOPPED):
             parts.append("the agent stopped unexpectedly")
-        return f"qonto-agent on {self.host}: " + ", ".join(parts)
+        where = f"{self.host} (profile {self.profile})" if self.profile else self.host
+        return f"qonto-agent on {where}: " + ", ".join(parts)
 
     def email(self, config: NotifyConfig) -> EmailMessage:
         sections = [(REFUSED, "Files put in error/ (each has a .error.json beside it saying why; move a file back "
@@ -91,7 +93,8 @@ class Digest:
 
     def payload(self) -> dict:
         listed = self.events[:MAX_LISTED]
-        return {"agent": "qonto-agent", "host": self.host, "inbox": self.inbox, "summary": self.subject(),
+        return {"agent": "qonto-agent", "host": self.host, "profile": self.profile, "inbox": self.inbox,
+                "summary": self.subject(),
                 "counts": {kind: self.count(kind) for kind in (REFUSED, PERSON, STOPPED)},
                 "events": [{"kind": e.kind, "at": iso(e.at), "file": e.file, "reason": e.reason, "hint": e.hint,
                             "text": e.text} for e in listed],
@@ -207,7 +210,7 @@ class Notifier(threading.Thread):
                     self._cond.wait(self._due - self._clock() if self._events else None)
                 events, self._events, closing = self._events, [], self._closing
             if events:
-                self._send(Digest(self._host, self._inbox, events))
+                self._send(Digest(self._host, self._inbox, events, self._profile))
             if closing:
                 return
 

@@ -225,7 +225,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
     pipeline = Pipeline(config, client, ledger, filing, wake.set)
     pipeline.uploader.on_error = notices.refused
     sync = SyncSchedule(config, client, ledger, stopping.event)
-    metrics = MetricsFile(config.status.metrics_file) if config.status.metrics_file else None
+    metrics = MetricsFile(config.status.metrics_file, config.profile) if config.status.metrics_file else None
     try:
         watcher.start()  # events first, then the scan: nothing dropped in between is missed
         pipeline.resume()

@@ -295,3 +295,40 @@ def test_ten_profiles_with_200_file_backlogs_meet_no_429_and_all_progress(tmp_pa
 @pytest.mark.slow
 def test_two_processes_with_200_file_backlogs_meet_no_429(tmp_path, agents):
     _backlog_under_ip_limit(tmp_path, agents, processes=2, profiles=10, files=200)
+
+
+def test_a_profile_whose_share_is_missing_waits_and_starts_when_it_appears(tmp_path, orgs_sandbox, agents):
+    config = write_profiles_config(tmp_path, orgs_sandbox.base_url, ORGS)
+    (tmp_path / "beta" / "inbox").rmdir()  # the share is not mounted yet
+    write_pdf(tmp_path / "acme" / "inbox" / "a.pdf", "acme invoice")
+    agent = agents(config, "run")
+    wait_for(lambda: len(_done(tmp_path, "acme")) == 1, 30, message="acme uploaded", on_fail=agent.tail)
+
+    def beta():
+        shown = run_agent(config, "status", "--profile", "beta", "--json")
+        return shown.returncode == 6 and json.loads(shown.stdout)
+
+    data = wait_for(beta, 30, message="beta's reason in status", on_fail=agent.tail)
+    assert "does not exist" in data["paused"]["reason"] and data["run_alive"]
+    assert "profile `beta` stopped" in agent.log() and "starts again in" in agent.log()
+    write_pdf(tmp_path / "beta" / "inbox" / "b.pdf", "beta invoice")  # the share is back
+    wait_for(lambda: len(_done(tmp_path, "beta")) == 1, 40, message="beta uploaded once its inbox exists",
+             on_fail=agent.tail)
+    assert orgs_sandbox.invoice_count(organization="beta-org") == 1
+    started = time.monotonic()
+    assert agent.stop() == 0 and time.monotonic() - started < 10  # SIGTERM: every profile stops in time
+    shown = run_agent(config, "status")
+    assert shown.returncode == 0 and shown.stdout.count("NOT running") == 3, shown.stdout
+
+
+def test_run_with_a_profile_serves_only_that_one(tmp_path, orgs_sandbox, agents):
+    config = write_profiles_config(tmp_path, orgs_sandbox.base_url, ORGS)
+    for name in ORGS:
+        write_pdf(tmp_path / name / "inbox" / f"{name}.pdf", f"{name} invoice")
+    agent = agents(config, "run", "--profile", "beta")  # as `qonto-agent@beta.service` runs it
+    wait_for(lambda: len(_done(tmp_path, "beta")) == 1, 30, message="beta uploaded", on_fail=agent.tail)
+    data = {p["profile"]: p for p in json.loads(run_agent(config, "status", "--json").stdout)}
+    assert data["beta"]["run_alive"] and not data["acme"]["run_alive"]
+    assert agent.stop() == 0
+    assert [orgs_sandbox.invoice_count(organization=login) for login, _ in ORGS.values()] == [0, 1, 0]
+    assert (tmp_path / "acme" / "inbox" / "acme.pdf").exists()
