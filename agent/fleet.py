@@ -17,7 +17,7 @@ import time
 
 from agent import service
 from agent.base import profile
-from agent.base.errors import AgentError, FolderError
+from agent.base.errors import AgentError
 from agent.base.files import ProcessLock
 from agent.config import Config
 from agent.inbox.filing import Filing
@@ -86,29 +86,29 @@ class Runner(threading.Thread):
                 self.end = service.serve(self.config, client, ledger, filing, self.stop)
             return self.end.value
         except AgentError as exc:  # a missing or unreadable inbox: said, and tried again later
-            self._beat(ledger, str(exc))
             return str(exc)
         finally:
             ledger.close()
 
     def _wait(self, delay: float, trouble: str) -> None:
         """Wait before starting again, writing the heartbeat meanwhile: `status` shows the profile
-        as alive but needing a person, with the reason."""
+        as alive but needing a person, with the reason. A stop meanwhile is a clean stop: the
+        heartbeat is cleared, as `run` clears it."""
         until = time.monotonic() + delay
         while not self.stop.is_set() and time.monotonic() < until:
-            try:
-                ledger = Ledger(self.config.state.path, previous=self.config.previous_ledger)
-            except AgentError:
-                ledger = None
-            if ledger is not None:
-                try:
-                    self._beat(ledger, trouble)
-                finally:
-                    ledger.close()
+            self._beat(Heartbeat(os.getpid(), time.time(), "none", "the profile waits to start again", paused=trouble))
             self.stop.wait(min(service.HEARTBEAT_SECONDS, max(0.0, until - time.monotonic())))
+        if self.stop.is_set():
+            self._beat(None)
 
-    def _beat(self, ledger: Ledger, trouble: str) -> None:
+    def _beat(self, beat: Heartbeat | None) -> None:
         try:
-            ledger.beat(Heartbeat(os.getpid(), time.time(), "none", "the profile waits to start again", paused=trouble))
-        except (AgentError, FolderError):
-            pass  # the ledger itself is the trouble: the log line said it
+            ledger = Ledger(self.config.state.path, previous=self.config.previous_ledger)
+        except AgentError:
+            return  # the ledger itself is the trouble: the log line said it
+        try:
+            ledger.beat(beat)
+        except AgentError:
+            pass
+        finally:
+            ledger.close()

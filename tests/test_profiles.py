@@ -332,3 +332,15 @@ def test_run_with_a_profile_serves_only_that_one(tmp_path, orgs_sandbox, agents)
     assert agent.stop() == 0
     assert [orgs_sandbox.invoice_count(organization=login) for login, _ in ORGS.values()] == [0, 1, 0]
     assert (tmp_path / "acme" / "inbox" / "acme.pdf").exists()
+
+
+def test_a_clean_stop_while_a_profile_waits_to_start_again_leaves_status_healthy(tmp_path, orgs_sandbox, agents):
+    config = write_profiles_config(tmp_path, orgs_sandbox.base_url, ORGS)
+    (tmp_path / "gamma" / "inbox").rmdir()
+    agent = agents(config, "run")
+    wait_for(lambda: "profile `gamma` stopped" in agent.log(), 20, message="gamma's trouble", on_fail=agent.tail)
+    assert run_agent(config, "status").returncode == 6  # gamma needs a person while `run` lives
+    assert agent.stop() == 0
+    shown = run_agent(config, "status", "--json")
+    assert shown.returncode == 0, shown.stdout  # stopped cleanly: nobody expects `run` now
+    assert not any(p["run_expected"] for p in json.loads(shown.stdout))
