@@ -3,6 +3,7 @@ waiting threads and closing on the real clock."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 
 from agent.base.errors import TransientError
 from agent.qonto.ratelimit import RateLimiter
+from support import wait_for
 
 
 class FakeClock:
@@ -216,3 +218,36 @@ def test_close_ends_every_wait():
     waiter.join(timeout=5)
     assert not waiter.is_alive() and time.monotonic() - started < 1
     assert "was not sent" in str(failed[0])
+
+
+def test_requests_take_turns_first_come_first_served():
+    """A client with one request at a time (a quiet profile) waits only for the requests queued
+    before it, however many a busy client sharing the limiter keeps queueing (taking turns at
+    random, it would wait longer than that about one time in three)."""
+    rl = RateLimiter([(1, 0.02)], reserve=0.0)
+    granted: list[str] = []
+    lock = threading.Lock()
+
+    def busy() -> None:
+        with contextlib.suppress(TransientError):  # closed at the end
+            while True:
+                rl.acquire()
+                with lock:
+                    granted.append("busy")
+
+    threads = [threading.Thread(target=busy) for _ in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(granted) >= 12, 10, message="the busy client's requests flowing")
+    waits = []
+    for _ in range(10):
+        with lock:
+            before = len(granted)
+        rl.acquire()  # the quiet client's request
+        with lock:
+            waits.append(len(granted) - before)
+            granted.append("quiet")
+    rl.close()
+    for t in threads:
+        t.join(5)
+    assert max(waits) <= 6 + 1, waits  # one queued per busy thread, and one taking its slot meanwhile

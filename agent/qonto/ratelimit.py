@@ -14,9 +14,11 @@ The reserve holds across processes; the next free slot goes to urgent requests o
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -58,18 +60,29 @@ class RateLimiter:
             self._store = FileWindows(shared, seconds, fallback=self._store, clock=clock or time.time)
         self._closed = threading.Event()
         self._sleep = sleep or self._closed.wait
-        self._lock = threading.Lock()
+        self._turns = threading.Condition()
+        self._lines: dict[bool, deque[int]] = {True: deque(), False: deque()}  # tickets waiting, by urgency
+        self._tickets = itertools.count()
         self._urgent_waiting = 0
 
     def acquire(self, urgent: bool = False) -> None:
         """Block until one more request fits in every window, then count it as sent now.
 
+        Requests of one urgency take their turns first come, first served: among the clients
+        sharing a limiter (one per profile), one with many requests queued never starves one
+        with a single request, which waits at most for those queued before it.
         Raises TransientError once the limiter is closed: the request is not sent.
         """
-        with self._lock:
+        line = self._lines[urgent]
+        with self._turns:
+            ticket = next(self._tickets)
+            line.append(ticket)
             self._urgent_waiting += urgent
         try:
             while True:
+                with self._turns:
+                    while line[0] != ticket and not self._closed.is_set():
+                        self._turns.wait()
                 if self._closed.is_set():
                     raise TransientError("the client was closed while the request waited for its turn: "
                                          "it was not sent, and will be tried again later")
@@ -78,12 +91,16 @@ class RateLimiter:
                     return
                 self._sleep(wait)  # outside the store's lock: other threads may still check in meanwhile
         finally:
-            with self._lock:
+            with self._turns:
+                line.remove(ticket)
                 self._urgent_waiting -= urgent
+                self._turns.notify_all()
 
     def close(self) -> None:
         """End every wait, now and later: for the one who made the limiter, once all its clients are done."""
         self._closed.set()
+        with self._turns:
+            self._turns.notify_all()
 
     def _wait(self, sent: Sent, urgent: bool) -> float:
         """Seconds until every window has room for this request. Room means a free slot for an
