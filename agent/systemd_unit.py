@@ -105,7 +105,8 @@ def write(config_path: Path, configs: list[configuration.Config], *, user: str, 
     services = configuration.load_profiles(config_path, env={"STATE_DIRECTORY": str(STATE_DIR)},
                                            need_credentials=False)
     folders = [folder for c in services for folder in (c.inbox.path, c.outbox.path)]
-    text = render(_executable(), config_path, env_file, user, [*folders, *(c.state.path.parent for c in services)])
+    state = [folder for c in services for folder in (c.state.path.parent, c.qonto.rate_limit_file.parent)]
+    text = render(_executable(), config_path, env_file, user, [*folders, *state])
     variables = {name: value for c in configs for name, value in environment(c.qonto, c.profile).items()}
     _write(env_file, environment_file(variables), 0o600)
     _drop_secrets(config_path)

@@ -130,3 +130,37 @@ def test_a_secret_with_quotes_and_dollars_reads_back_whole(tmp_path):
     read = subprocess.run(["bash", "-c", 'set -a && . "$1" && printf %s "$QONTO_SECRET_KEY"', "-", str(env_file)],
                           capture_output=True, text=True, timeout=10)
     assert read.stdout == secret, read.stderr
+
+
+def test_init_systemd_with_profiles_serves_them_all_and_moves_every_secret(tmp_path):
+    from agent.sandbox.server import Sandbox
+    from support import write_profiles_config
+
+    orgs = {"acme": ("acme-org", "acme-secret"), "beta-sarl": ("beta-org", "beta-secret")}
+    with Sandbox(organizations=(*orgs.values(), ("gamma-org", "gamma-secret"))) as sandbox:
+        config = write_profiles_config(tmp_path / "etc", sandbox.base_url, orgs)
+        result = run_agent(config, "init", "--no-input", "--profile", "gamma", "--login", "gamma-org",
+                           "--secret-key", "gamma-secret", "--systemd")
+        assert result.returncode == 0, result.stderr
+        assert "gamma-org SAS" in result.stdout  # the new profile's credentials were checked
+        unit, env_file = config.with_name("qonto-agent.service"), config.with_name("qonto-agent.env")
+        variables = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+                         and not line.startswith("#"))
+        assert {k: v.strip('"') for k, v in variables.items()} == {
+            "QONTO_ACME_LOGIN": "acme-org", "QONTO_ACME_SECRET_KEY": "acme-secret",
+            "QONTO_BETA_SARL_LOGIN": "beta-org", "QONTO_BETA_SARL_SECRET_KEY": "beta-secret",
+            "QONTO_GAMMA_LOGIN": "gamma-org", "QONTO_GAMMA_SECRET_KEY": "gamma-secret"}
+        text = config.read_text() + unit.read_text()
+        assert not any(secret in text for secret in ("acme-secret", "beta-secret", "gamma-secret"))
+        writable = shlex.split(directives(unit)["ReadWritePaths"])
+        for name in ("acme", "beta-sarl", "gamma"):
+            assert str((config.parent / name / "inbox").resolve()) in writable
+            assert str((config.parent / name / "outbox").resolve()) in writable
+        assert str((config.parent / "state").resolve()) in writable  # the rate-limit file's folder
+        assert shlex.split(directives(unit)["ExecStart"])[-1] == "run"  # one process for every profile
+        # what systemd gives the service is enough to reach every organization
+        check = subprocess.run(["bash", "-c", 'set -a && . "$1" && exec "$2" -m agent -c "$3" check', "-",
+                                str(env_file), sys.executable, str(config)], capture_output=True, text=True,
+                               env=agent_env(), timeout=60)
+        assert check.returncode == 0 and check.stdout.count("OK: connected") == 3, check.stdout + check.stderr
+        verify(unit)
