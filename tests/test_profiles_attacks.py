@@ -3,12 +3,14 @@ on disk, and shared credentials that would send one client's invoices to another
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from agent import config as configuration
 from agent.base.errors import ConfigError
+from support import run_agent, write_profiles_config
 
 SHARED = '[qonto]\nbase_url = "http://127.0.0.1:9"\n'
 
@@ -75,3 +77,22 @@ def test_two_profiles_signing_in_as_one_organization_are_refused(tmp_path):
         _load(tmp_path, text, env)
     assert "tok-of-one-org" not in str(caught.value)
     assert len(_load(tmp_path, text, env, need_credentials=False)) == 2  # `status` still reads it
+
+
+def test_status_goes_on_past_a_profile_whose_ledger_it_cannot_read(tmp_path):
+    """One client's corrupt ledger must not blind the firm to the other forty: every profile is
+    shown, the broken one with the sentence that says what to do; the exit code is that of the
+    broken ledger (2), as for a file of one organization."""
+    config = write_profiles_config(tmp_path, "http://127.0.0.1:9", {"acme": ("a", "s1"), "beta": ("b", "s2")})
+    broken = tmp_path / "state" / "acme.sqlite"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a database, just some text\n" * 40)
+    text = run_agent(config, "status")
+    assert text.returncode == 2 and "Traceback" not in text.stderr
+    assert "acme: CANNOT READ" in text.stdout and "not a valid database" in text.stdout
+    assert "beta: NOT running" in text.stdout
+    shown = run_agent(config, "status", "--json")
+    assert shown.returncode == 2
+    acme, beta = json.loads(shown.stdout)
+    assert acme["profile"] == "acme" and "move it aside" in acme["error"]
+    assert beta["profile"] == "beta" and beta["pending"] == [] and "error" not in beta
