@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from agent.base.errors import ConfigError
+from agent.base.profile import env_name
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 API_KEY, OAUTH = ("login", "secret_key"), ("access_token", "refresh_token")  # the kinds of credentials
@@ -39,13 +40,6 @@ class ProfileDocument:
     name: str | None
     document: dict[str, Any]
     env: Mapping[str, str]
-
-
-def env_name(profile: str, variable: str) -> str:
-    """`QONTO_SECRET_KEY` for profile `acme-2` → `QONTO_ACME_2_SECRET_KEY`."""
-    prefix = "QONTO_"
-    tail = variable[len(prefix):] if variable.startswith(prefix) else variable
-    return f"{prefix}{profile.upper().replace('-', '_')}_{tail}"
 
 
 def split(raw: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[tuple[str, str], str],

@@ -4,12 +4,15 @@ on disk, and shared credentials that would send one client's invoices to another
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from agent import config as configuration
+from agent.base import profile
 from agent.base.errors import ConfigError
+from agent.qonto.auth import api_refused_hint
 from support import run_agent, write_profiles_config
 
 SHARED = '[qonto]\nbase_url = "http://127.0.0.1:9"\n'
@@ -96,3 +99,20 @@ def test_status_goes_on_past_a_profile_whose_ledger_it_cannot_read(tmp_path):
     acme, beta = json.loads(shown.stdout)
     assert acme["profile"] == "acme" and "move it aside" in acme["error"]
     assert beta["profile"] == "beta" and beta["pending"] == [] and "error" not in beta
+
+
+def test_refused_credentials_name_the_profiles_own_settings():
+    """A 401 in profile `acme-2` points at QONTO_ACME_2_*, not at the plain variables that may be
+    what signed it in wrongly (run in a thread of its own: the profile is per thread)."""
+    hints: list[str] = []
+
+    def in_profile() -> None:
+        profile.enter("acme-2")
+        hints.extend([api_refused_hint(False), api_refused_hint(True)])
+
+    worker = threading.Thread(target=in_profile)
+    worker.start()
+    worker.join()
+    assert "`[profiles.acme-2.qonto] login`" in hints[0] and "QONTO_ACME_2_SECRET_KEY" in hints[0]
+    assert "QONTO_ACME_2_ACCESS_TOKEN" in hints[1] and "QONTO_ACCESS_TOKEN " not in hints[1]
+    assert "(or QONTO_LOGIN / QONTO_SECRET_KEY)" in api_refused_hint(False)  # no profile: as before
