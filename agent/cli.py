@@ -225,7 +225,7 @@ def _status(args: argparse.Namespace) -> int:
         for cfg in configs:
             status.mark_seen(cfg)
     many = len(configs) > 1
-    data = [status.gather(cfg) for cfg in configs]
+    data = [_gathered(cfg, many) for cfg in configs]
     if args.json:
         print(json.dumps(data if many else data[0], indent=2, ensure_ascii=False))
     else:
@@ -233,7 +233,20 @@ def _status(args: argparse.Namespace) -> int:
     return worst([_status_code(d, args.expect_running) for d in data])
 
 
+def _gathered(cfg: configuration.Config, many: bool) -> dict[str, Any]:
+    """One organization's status; with profiles, one whose ledger cannot be read is shown with the
+    sentence saying why (`{"profile", "error"}`), so that it never hides the others."""
+    try:
+        return status.gather(cfg)
+    except AgentError as exc:
+        if not many:
+            raise
+        return {"profile": cfg.profile, "error": str(exc)}
+
+
 def _status_code(data: dict[str, Any], expect_running: bool) -> int:
+    if "error" in data:
+        return EXIT_USAGE
     if not data["run_alive"] and (data["run_expected"] or expect_running):
         return EXIT_NOT_RUNNING
     if data["paused"] or data["errors_unseen"]:

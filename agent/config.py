@@ -205,7 +205,12 @@ def load_profiles(
                             need_credentials=need_credentials, profile=p.name)
                for p in profile_settings.split(raw, env, ENV_OVERRIDES, str(path), only)]
     profile_settings.check_distinct([(c.profile or "", {"inbox path": c.inbox.path, "outbox path": c.outbox.path,
-                                                       "state path": c.state.path}) for c in configs])
+                                                       "state path": c.state.path}) for c in configs],
+                                    folders=frozenset({"inbox path", "outbox path"}))
+    if need_credentials:
+        profile_settings.check_same_organization(
+            [(c.profile or "", {"login": c.qonto.login, "access_token": c.qonto.access_token,
+                                "refresh_token": c.qonto.refresh_token}) for c in configs])
     return configs
 
 

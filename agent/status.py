@@ -189,6 +189,9 @@ def render_profiles(profiles: list[dict[str, Any]]) -> str:
     """One line per profile (`status` of a configuration with profiles): `--profile NAME` shows one in full."""
     lines = []
     for data in profiles:
+        if "error" in data:
+            lines.append(f"{data['profile']}: CANNOT READ its status: {data['error']}")
+            continue
         state = "running" if data["run_alive"] else "NOT running"
         if data["paused"]:
             state += f", PAUSED: {data['paused']['reason']}"

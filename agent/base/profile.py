@@ -18,3 +18,20 @@ def enter(name: str | None) -> None:
 
 def current() -> str | None:
     return _CURRENT.get()
+
+
+def env_name(name: str, variable: str) -> str:
+    """`QONTO_SECRET_KEY` for profile `acme-2` → `QONTO_ACME_2_SECRET_KEY`."""
+    prefix = "QONTO_"
+    tail = variable[len(prefix):] if variable.startswith(prefix) else variable
+    return f"{prefix}{name.upper().replace('-', '_')}_{tail}"
+
+
+def settings_words(keys: tuple[str, ...]) -> str:
+    """How the current profile's person sets these `[qonto]` keys: `[qonto] k` and QONTO_K, or
+    with a profile `[profiles.acme.qonto] k` and QONTO_ACME_K, so a refusal names the right ones."""
+    name = current()
+    table = f"[profiles.{name}.qonto]" if name else "[qonto]"
+    variables = [f"QONTO_{key.upper()}" for key in keys]
+    return (" and ".join(f"`{table} {key}`" for key in keys) + " (or "
+            + " / ".join(env_name(name, v) if name else v for v in variables) + ")")

@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 import requests
 from requests.auth import AuthBase
 
+from agent.base import profile
 from agent.config import QontoConfig
 
 log = logging.getLogger("agent.qonto")
@@ -160,16 +161,14 @@ def token_tag(token: str) -> str:
 
 def refresh_refused_hint(status: int) -> str:
     """What to check when the token endpoint refuses the refresh token: the message a user acts on."""
-    return (f"the OAuth refresh token was refused ({status}): check `[qonto] refresh_token`, `client_id` and "
-            "`client_secret` (or QONTO_REFRESH_TOKEN / QONTO_CLIENT_ID / QONTO_CLIENT_SECRET), "
-            "or authorize the agent again")
+    return (f"the OAuth refresh token was refused ({status}): check "
+            f"{profile.settings_words(('refresh_token', 'client_id', 'client_secret'))}, or authorize the agent again")
 
 
 def api_refused_hint(oauth: bool) -> str:
-    """What to check when the API refuses the credentials (401), in the words of the configuration."""
+    """What to check when the API refuses the credentials (401), in the words of the configuration
+    (of the profile this thread works for)."""
     if oauth:
-        return ("the OAuth access token was refused (401): check `[qonto] access_token` and "
-                "`[qonto] refresh_token` (or QONTO_ACCESS_TOKEN / QONTO_REFRESH_TOKEN), "
-                "or authorize the agent again")
-    return ("the secret key was refused (401): check `[qonto] login` and `[qonto] secret_key` "
-            "(or QONTO_LOGIN / QONTO_SECRET_KEY)")
+        return (f"the OAuth access token was refused (401): check "
+                f"{profile.settings_words(('access_token', 'refresh_token'))}, or authorize the agent again")
+    return f"the secret key was refused (401): check {profile.settings_words(('login', 'secret_key'))}"
