@@ -96,6 +96,7 @@ def _converted(path: Path, document: dict) -> dict:
     ledger = configuration.load(path, need_credentials=False).state.path
     moved = {section: {key: document[section].pop(key) for key in keys if key in document.get(section, {})}
              for section, keys in OWN_KEYS.items()}
-    moved["state"] = {"path": str(ledger)}
+    folder = path.resolve().parent  # written relative to the file where it lies beside it: the folder may move
+    moved["state"] = {"path": str(ledger.relative_to(folder) if ledger.is_relative_to(folder) else ledger)}
     document["profiles"][CONVERTED] = {section: keys for section, keys in moved.items() if keys}
     return document["profiles"]

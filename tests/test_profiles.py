@@ -149,6 +149,7 @@ def test_init_profile_turns_a_file_of_one_organization_into_profiles_keeping_its
     assert "QONTO_BETA_SECRET_KEY" in done.stdout
     beta, default = configuration.load_profiles(config, env={}, need_credentials=False)
     assert default.profile == "default" and default.state.path == ledger  # what it uploaded stays known
+    assert 'path = "config.ledger.sqlite"' in config.read_text()  # relative: the folder may move
     assert default.inbox.path == tmp_path / "inbox"
     assert beta.inbox.path == tmp_path / "beta" / "inbox" and beta.inbox.path.is_dir()
     assert beta.qonto.login == "beta-org"
