@@ -366,3 +366,18 @@ def download_url(sb: Sandbox, attachment_id: str) -> str:
     answer = api_get(sb, f"/v2/attachments/{attachment_id}")
     assert answer.status_code == 200, answer.text
     return answer.json()["attachment"]["url"]
+
+
+class FakeClock:
+    """A clock that only moves when the code under test sleeps; records every sleep."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -16,7 +16,7 @@ import responses
 from agent.config import QontoConfig
 from agent.qonto.client import QontoClient, api_budget
 from agent.qonto.ratelimit import RateLimiter
-from support import REPO, agent_env
+from support import REPO, FakeClock, agent_env
 
 SENDER = """
 import json, sys, time
@@ -39,19 +39,6 @@ while time.time() < until:
     sent.append(reading[0])
 print(json.dumps(sent))
 """
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def most_in_any_window(times: list[float], window: float) -> int:
@@ -87,7 +74,7 @@ def test_two_processes_on_one_file_share_the_windows_fairly(tmp_path):
 @pytest.fixture(params=["memory", "file"])
 def make_limiter(request, tmp_path):
     """Limiters on a fake clock, keeping their windows in memory or in one file (then shared)."""
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     shared = tmp_path / "rate-limit.sqlite" if request.param == "file" else None
 
     def make(limits, **kw) -> RateLimiter:
@@ -118,7 +105,7 @@ def test_both_stores_keep_the_reserve_for_uploads(make_limiter):
 
 
 def test_limiters_on_one_file_count_each_others_requests(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     one, two = (RateLimiter([(10, 10.0)], reserve=0.2, clock=clock, sleep=clock.sleep,
                             shared=tmp_path / "rate-limit.sqlite") for _ in range(2))
     for _ in range(8):
@@ -130,7 +117,7 @@ def test_limiters_on_one_file_count_each_others_requests(tmp_path):
 
 
 def test_times_left_by_a_clock_set_back_are_dropped(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     rl = RateLimiter([(1, 10.0), (2, 600.0)], clock=clock, sleep=clock.sleep, shared=tmp_path / "r.sqlite")
     rl.acquire()
     clock.now -= 3  # a small step back: the request still counts, a little longer
@@ -186,7 +173,7 @@ def test_a_disk_that_fills_up_costs_one_warning_and_no_request(tmp_path, mounted
 
 
 def test_clients_given_one_limiter_share_it_and_closing_one_leaves_it_to_the_others():
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     shared = RateLimiter([(2, 10.0)], reserve=0.0, clock=clock, sleep=clock.sleep)
     config = QontoConfig(base_url="https://api.qonto.test", login="acme", secret_key="s3cret")
     org = {"organization": {"id": "org-1", "slug": "acme"}}

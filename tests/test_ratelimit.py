@@ -11,22 +11,7 @@ import pytest
 
 from agent.base.errors import TransientError
 from agent.qonto.ratelimit import RateLimiter
-from support import wait_for
-
-
-class FakeClock:
-    """A clock that only moves when the limiter sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from support import FakeClock, wait_for
 
 
 def limiter(limits, clock: FakeClock) -> RateLimiter:
