@@ -10,7 +10,7 @@ Measured, all on one monotonic clock (the sandbox's request log runs in this pro
 - first upload: the first bulk request's `started_at` after the process start;
 - all filed: from the process start until N files sit in done/ (polled every 0.5 s); at 4x the
   floor it gives up and reports how many were filed by then;
-- the floor: ceil(N/20) requests × latency ÷ UPLOADS_IN_FLIGHT (agent/inbox/pipeline.py), plus
+- the floor: ceil(N/20) requests × latency ÷ UPLOADS_IN_FLIGHT (agent/inbox/uploader.py), plus
   reading the bytes once (`sha256_file` over every file, timed here right before the agent
   starts, from page cache as the agent finds them);
 - `status`: `qonto-agent status --json` run again and again (1 s apart) while `run` works, as a
@@ -42,7 +42,7 @@ from _common import Agent, conclude, count_pdfs, cpu_seconds, today, unique_pdf,
 from support import REPO, agent_command, agent_env  # noqa: E402
 
 from agent.base.fingerprint import sha256_file  # noqa: E402
-from agent.inbox.pipeline import UPLOADS_IN_FLIGHT  # noqa: E402
+from agent.inbox.uploader import UPLOADS_IN_FLIGHT  # noqa: E402
 from agent.sandbox.faults import Faults  # noqa: E402
 from agent.sandbox.server import Sandbox  # noqa: E402
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support import pdf_bytes, wait_for
 
-from agent.inbox import reasons
+from agent.inbox import reasons, settle
 from agent.inbox.filing import Filing
 from agent.inbox.batch import Batcher
 from agent.inbox.rules import Rules, is_ignored_name
@@ -126,6 +126,28 @@ def test_symlink_is_left_aside_and_never_read(tmp_path):
     assert not settler.settling() and settler.pending() == []
 
 
+def test_a_backlog_is_looked_at_when_due_and_handed_out_as_asked(tmp_path, monkeypatch):
+    """50,000 files waiting to settle cost nothing per poll; once quiet, a poll hands out no more
+    ready files than the pipeline can queue, and the next poll goes on where it stopped."""
+    for i in range(60):
+        (tmp_path / f"{i:02d}.pdf").write_bytes(pdf_bytes(str(i)))
+    looks = []
+    lstat = settle.beneath.lstat
+    monkeypatch.setattr(settle.beneath, "lstat", lambda root, rel: looks.append(rel) or lstat(root, rel))
+    settler = Settler(tmp_path, settle_seconds=0.3)
+    for path in sorted(tmp_path.iterdir()):
+        settler.track(path)
+    assert settler.poll() == ([], []) and len(looks) == 60  # each identity noted once
+    assert settler.poll() == ([], []) and len(looks) == 60  # nothing due: nothing looked at
+    assert 0.2 < settler.next_check() <= 0.3
+    wait_for(lambda: settler.next_check() == 0, timeout=2, message="the backlog due")
+    first, _ = settler.poll(limit=20)
+    assert [r.path.name for r in first] == [f"{i:02d}.pdf" for i in range(20)] and len(looks) == 80
+    rest, _ = settler.poll()
+    assert len(rest) == 40 and not settler.files and settler.next_check() is None
+    assert {p.name for p in settler.changed} == {f"{i:02d}.pdf" for i in range(60)}  # for `status`
+
+
 def _ready(n, size=1000):
     return [Ready(Path(f"/x/{i}.pdf"), size, 0.0) for i in range(n)]
 
@@ -137,6 +159,13 @@ def test_batcher_cuts_full_batches_at_once_and_debounces_the_rest():
     assert [len(x) for x in batches] == [20, 20]
     assert b.take() == []
     wait_for(lambda: b.take(), timeout=2, message="debounced remainder")
+
+
+def test_batcher_hands_out_no_more_batches_than_asked():
+    b = Batcher(batch_size=20, debounce_seconds=10, max_wait_seconds=10)
+    b.add(_ready(70))
+    assert [len(x) for x in b.take(limit=2)] == [20, 20] and len(b.queue) == 30
+    assert b.take(limit=0) == [] and [len(x) for x in b.take(flush=True)] == [20, 10]
 
 
 def test_batcher_respects_the_request_byte_cap():
