@@ -53,10 +53,7 @@ class Outcome:
 
 class Uploader:
     def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing) -> None:
-        self.config = config
-        self.client = client
-        self.ledger = ledger
-        self.filing = filing
+        self.config, self.client, self.ledger, self.filing = config, client, ledger, filing
         self.rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
         self._take_attempts: dict[Path, int] = {}  # files that could not be claimed, and how often
         self.trouble = FolderTrouble()  # done/ or error/ refusing every write pauses uploads

@@ -281,13 +281,11 @@ class Ledger:
     # --- pending files and the heartbeat of `run` ----------------------------------------------
 
     def set_pending(self, items: Iterable[Pending], gone: Iterable[str] | None = None) -> None:
-        """Write the files waiting in the inbox (by `run`, for `status`): the whole list, or with
-        `gone` only what changed (the rows of `items` replaced, those of `gone` deleted)."""
+        """Write the files waiting in the inbox, for `status`: all, or with `gone` what changed (`gone` deleted)."""
         with self._tx() as db:
             if gone is None:
                 db.execute("DELETE FROM pending")
-            else:
-                db.executemany("DELETE FROM pending WHERE file=?", [(file,) for file in gone])
+            db.executemany("DELETE FROM pending WHERE file=?", [(file,) for file in gone or ()])
             db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
                            [(p.file, p.since, p.reason) for p in items])
 
