@@ -126,24 +126,27 @@ def test_symlink_is_left_aside_and_never_read(tmp_path):
     assert not settler.settling() and settler.pending() == []
 
 
-def test_a_backlog_is_looked_at_when_due_and_handed_out_as_asked(tmp_path, monkeypatch):
-    """50,000 files waiting to settle cost nothing per poll; once quiet, a poll hands out no more
-    ready files than the pipeline can queue, and the next poll goes on where it stopped."""
+def test_a_backlog_is_looked_at_when_due_a_share_at_each_poll(tmp_path, monkeypatch):
+    """50,000 files waiting to settle cost nothing per poll; once quiet, a poll reads a share of
+    them, so the first batch leaves before the last file is read, and the next poll goes on."""
     for i in range(60):
         (tmp_path / f"{i:02d}.pdf").write_bytes(pdf_bytes(str(i)))
     looks = []
     lstat = settle.beneath.lstat
     monkeypatch.setattr(settle.beneath, "lstat", lambda root, rel: looks.append(rel) or lstat(root, rel))
+    monkeypatch.setattr(settle, "LOOKS_PER_POLL", 20)
     settler = Settler(tmp_path, settle_seconds=0.3)
     for path in sorted(tmp_path.iterdir()):
         settler.track(path)
-    assert settler.poll() == ([], []) and len(looks) == 60  # each identity noted once
+    while len(looks) < 60:
+        assert settler.poll() == ([], [])  # each identity noted once, 20 at a time
+    assert len(looks) == 60
     assert settler.poll() == ([], []) and len(looks) == 60  # nothing due: nothing looked at
     assert 0.2 < settler.next_check() <= 0.3
     wait_for(lambda: settler.next_check() == 0, timeout=2, message="the backlog due")
-    first, _ = settler.poll(limit=20)
+    first, _ = settler.poll()
     assert [r.path.name for r in first] == [f"{i:02d}.pdf" for i in range(20)] and len(looks) == 80
-    rest, _ = settler.poll()
+    rest = settler.poll()[0] + settler.poll()[0]
     assert len(rest) == 40 and not settler.files and settler.next_check() is None
     assert {p.name for p in settler.changed} == {f"{i:02d}.pdf" for i in range(60)}  # for `status`
 

@@ -53,8 +53,9 @@ class Pipeline:
 
     Up to UPLOADS_IN_FLIGHT batches travel at once, so one batch's round trip overlaps the next
     one's, and as many more are claimed, hashed or filed meanwhile (WORKERS); their outcomes are
-    applied here, on the caller's thread, where the settler lives. Only what the workers can take
-    next is judged and queued: a backlog waits in the settler, where it costs nothing per tick.
+    applied here, on the caller's thread, where the settler lives. Batches wait in the batcher until
+    a worker is free, and `status` is told only of the files whose line changed: a backlog of
+    50,000 files costs little per tick.
     """
 
     def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing,
@@ -133,7 +134,7 @@ class Pipeline:
     def tick(self, flush: bool = False) -> float | None:
         """Do what is due; return seconds until something may be due again (None: wait for events)."""
         self._collect()
-        ready, refused = self.settler.poll(limit=self._room())
+        ready, refused = self.settler.poll()
         for path, why in self.settler.unaccepted().items():
             self._tell(path, why)
         for item in refused:
@@ -161,7 +162,7 @@ class Pipeline:
             self._restage(batch, SENDING)
             if self._wake:
                 future.add_done_callback(lambda _: self._wake())
-        waits = [self.settler.next_check() if self._room() else None,  # else a batch's end wakes the loop
+        waits = [self.settler.next_check(),  # with every worker busy, the end of a batch wakes the loop
                  self.batcher.next_due() if len(self._in_flight) < WORKERS else None]
         waits = [w for w in waits if w is not None]
         if self.uploader.trouble.reason():
@@ -222,11 +223,6 @@ class Pipeline:
                       extra=fields("pause", "paused", reason=str(outcome.paused)))
         for hold in outcome.retry:
             self.settler.hold(hold.at_least_until(self._pause_until) if outcome.paused is not None else hold)
-
-    def _room(self) -> int:
-        """How many more ready files to queue: enough for every idle worker and one batch more."""
-        wanted = self.config.inbox.batch_size * (WORKERS - len(self._in_flight) + 1)
-        return max(0, wanted - len(self.batcher.queue))
 
     def _restage(self, items: list[Ready], why: str | None) -> None:
         """Files queued (QUEUED), sent (SENDING) or back from a batch (None: the settler has them if anyone)."""

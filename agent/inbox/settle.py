@@ -29,7 +29,7 @@ from agent.inbox.reasons import Refusal, Unaccepted
 log = logging.getLogger(__name__)
 
 SLOW_LOOK_SECONDS = 1.0
-LOOKS_PER_POLL = 1000  # a poll returns after this many looks: a backlog's first files leave while the rest are looked at
+LOOKS_PER_POLL = 1000  # a poll returns after this many looks: a backlog's first batches leave while the rest are read
 _UNFINISHED = (State.WRITING, State.EMPTY)  # how often an unfinished or unaccepted file is looked at again
 
 
@@ -146,15 +146,14 @@ class Settler:
                 seen.hold_until = 0.0
                 self._push(path, now)
 
-    def poll(self, limit: int | None = None) -> tuple[list[Ready], list[Refused]]:
+    def poll(self) -> tuple[list[Ready], list[Refused]]:
         """Look at the tracked files that are due; return those now ready and those refused. It
-        stops at `limit` ready files, or after LOOKS_PER_POLL looks: the rest wait for the next poll."""
+        stops after LOOKS_PER_POLL looks: the rest are looked at by the next poll."""
         ready: list[Ready] = []
         refused: list[Refused] = []
         now = time.monotonic()
         looked: dict[Path, None] = {}  # in order: the next look keeps it
-        while self._due and self._due[0][0] <= now and len(looked) < LOOKS_PER_POLL \
-                and (limit is None or len(ready) < limit):
+        while self._due and self._due[0][0] <= now and len(looked) < LOOKS_PER_POLL:
             path = heapq.heappop(self._due)[2]
             seen = self.files.get(path)
             if seen is None or path in looked or max(seen.hold_until, seen.look_at) > now:
