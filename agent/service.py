@@ -90,7 +90,12 @@ def open_client(config: Config, retry: RetryPolicy | None = None,
 
 
 class SyncSchedule(threading.Thread):
-    """Syncs the outbox every `sync_interval_seconds`, and soon after uploads."""
+    """Syncs the outbox every `sync_interval_seconds`, and soon after uploads.
+
+    While files wait for an upload slot (`set_busy`, from the inbox loop), a sync that is due waits
+    too, up to one interval: it would mirror each fresh upload while the backlog is sent, and its
+    requests would take the rate limit's budget from the uploads.
+    """
 
     def __init__(self, config: Config, client: QontoClient, ledger: Ledger, stopping: threading.Event) -> None:
         super().__init__(name="outbox-sync", daemon=True)
@@ -102,6 +107,13 @@ class SyncSchedule(threading.Thread):
         self._wake = threading.Event()
         self.trouble: str | None = None  # the outbox refusing writes: what a person must fix
         self._retry = 0.0
+        self._busy = False
+
+    def set_busy(self, busy: bool) -> None:
+        """Files wait for an upload slot, or no longer do: a sync put off for them starts then."""
+        if self._busy and not busy:
+            self._wake.set()
+        self._busy = busy
 
     def soon(self, delay: float = SYNC_AFTER_UPLOAD_SECONDS) -> None:
         self._due = min(self._due, time.monotonic() + delay)
@@ -111,6 +123,8 @@ class SyncSchedule(threading.Thread):
         profile.enter(self.config.profile)
         while not self.stopping.is_set():
             wait = self._due - time.monotonic()
+            if wait <= 0 and self._busy:
+                wait += self.config.outbox.sync_interval_seconds  # put off while files wait, an interval at most
             if wait > 0:
                 self._wake.wait(min(wait, 60.0))
                 self._wake.clear()
@@ -251,6 +265,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
                     pipeline.resume()
                     pipeline.scan()
                 wait = pipeline.tick()
+                sync.set_busy(pipeline.backlog())
                 if pipeline.totals.uploaded != uploaded:
                     uploaded = pipeline.totals.uploaded
                     sync.soon()

@@ -4,8 +4,12 @@ budget are still sent at once; and a stop is not held up by requests waiting for
 
 from __future__ import annotations
 
+import threading
 import time
+from types import SimpleNamespace
 
+from agent import service
+from agent.config import load
 from agent.sandbox.server import Sandbox
 from support import make_config, wait_for, write_pdf
 
@@ -41,3 +45,37 @@ def test_files_dropped_while_a_sync_holds_its_share_of_the_budget_are_uploaded_a
     assert agent.stop(timeout=15) == 0, agent.tail()
     assert time.monotonic() - stopping < 10, agent.tail()
     assert "Traceback" not in agent.log()
+
+
+def test_a_due_sync_waits_while_files_wait_for_an_upload_slot(tmp_path, monkeypatch):
+    """A backlog keeps the rate limit for its uploads: a sync falling due meanwhile (here the
+    start-up one) starts as soon as no file waits, and waits an interval at most."""
+    synced: list[float] = []
+    monkeypatch.setattr(service.mirror, "sync", lambda *args, **kwargs: synced.append(time.monotonic()))
+    config = load(make_config(tmp_path, SimpleNamespace(base_url="http://127.0.0.1:9")), env={})
+    stopping = threading.Event()
+    schedule = service.SyncSchedule(config, client=None, ledger=None, stopping=stopping)
+    schedule.set_busy(True)
+    schedule.start()
+    try:
+        schedule.soon(0.0)
+        try:
+            wait_for(lambda: synced, timeout=1.0)
+            raise AssertionError("the sync ran while files waited for an upload slot")
+        except TimeoutError:
+            pass
+        freed = time.monotonic()
+        schedule.set_busy(False)
+        wait_for(lambda: synced, timeout=2.0, message="the sync once no file waits")
+        assert synced[0] - freed < 1.0
+
+        capped = load(make_config(tmp_path / "capped", SimpleNamespace(base_url="http://127.0.0.1:9"),
+                                  outbox={"sync_interval_seconds": 1.0}), env={})
+        patient = service.SyncSchedule(capped, client=None, ledger=None, stopping=stopping)
+        patient.set_busy(True)
+        started = time.monotonic()
+        patient.start()
+        wait_for(lambda: len(synced) >= 2, timeout=5.0, message="the sync put off an interval at most")
+        assert synced[1] - started >= 0.9
+    finally:
+        stopping.set()

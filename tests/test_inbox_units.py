@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support import pdf_bytes, wait_for
 
-from agent.inbox import reasons
+from agent.inbox import reasons, settle
 from agent.inbox.filing import Filing
 from agent.inbox.batch import Batcher
 from agent.inbox.rules import Rules, is_ignored_name
@@ -126,6 +126,31 @@ def test_symlink_is_left_aside_and_never_read(tmp_path):
     assert not settler.settling() and settler.pending() == []
 
 
+def test_a_backlog_is_looked_at_when_due_a_share_at_each_poll(tmp_path, monkeypatch):
+    """50,000 files waiting to settle cost nothing per poll; once quiet, a poll reads a share of
+    them, so the first batch leaves before the last file is read, and the next poll goes on."""
+    for i in range(60):
+        (tmp_path / f"{i:02d}.pdf").write_bytes(pdf_bytes(str(i)))
+    looks = []
+    lstat = settle.beneath.lstat
+    monkeypatch.setattr(settle.beneath, "lstat", lambda root, rel: looks.append(rel) or lstat(root, rel))
+    monkeypatch.setattr(settle, "LOOKS_PER_POLL", 20)
+    settler = Settler(tmp_path, settle_seconds=0.3)
+    for path in sorted(tmp_path.iterdir()):
+        settler.track(path)
+    while len(looks) < 60:
+        assert settler.poll() == ([], [])  # each identity noted once, 20 at a time
+    assert len(looks) == 60
+    assert settler.poll() == ([], []) and len(looks) == 60  # nothing due: nothing looked at
+    assert 0.2 < settler.next_check() <= 0.3
+    wait_for(lambda: settler.next_check() == 0, timeout=2, message="the backlog due")
+    first, _ = settler.poll()
+    assert [r.path.name for r in first] == [f"{i:02d}.pdf" for i in range(20)] and len(looks) == 80
+    rest = settler.poll()[0] + settler.poll()[0]
+    assert len(rest) == 40 and not settler.files and settler.next_check() is None
+    assert {p.name for p in settler.changed} == {f"{i:02d}.pdf" for i in range(60)}  # for `status`
+
+
 def _ready(n, size=1000):
     return [Ready(Path(f"/x/{i}.pdf"), size, 0.0) for i in range(n)]
 
@@ -137,6 +162,13 @@ def test_batcher_cuts_full_batches_at_once_and_debounces_the_rest():
     assert [len(x) for x in batches] == [20, 20]
     assert b.take() == []
     wait_for(lambda: b.take(), timeout=2, message="debounced remainder")
+
+
+def test_batcher_hands_out_no_more_batches_than_asked():
+    b = Batcher(batch_size=20, debounce_seconds=10, max_wait_seconds=10)
+    b.add(_ready(70))
+    assert [len(x) for x in b.take(limit=2)] == [20, 20] and len(b.queue) == 30
+    assert b.take(limit=0) == [] and [len(x) for x in b.take(flush=True)] == [20, 10]
 
 
 def test_batcher_respects_the_request_byte_cap():

@@ -50,6 +50,16 @@ def test_a_second_process_sees_what_the_first_wrote(tmp_path):
     assert reader.pending() == []
 
 
+def test_pending_rows_are_written_whole_or_only_those_that_changed(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.set_pending([Pending("a.pdf", 1.0, "settling"), Pending("b.pdf", 2.0, "settling")])
+    ledger.set_pending([Pending("c.pdf", 3.0, "queued for upload"), Pending("a.pdf", 1.0, "uploading")],
+                       gone=["b.pdf", "never-listed.pdf"])
+    assert ledger.pending() == [Pending("a.pdf", 1.0, "uploading"), Pending("c.pdf", 3.0, "queued for upload")]
+    ledger.set_pending([Pending("d.pdf", 4.0, "settling")])  # without `gone`: the whole list
+    assert ledger.pending() == [Pending("d.pdf", 4.0, "settling")]
+
+
 def test_outcomes_are_typed_and_stored_as_the_same_strings(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     ledger.begin_attempt("aa", "key-a", "a.pdf", 10, dropped_at=None, now=100.0)

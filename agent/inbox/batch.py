@@ -30,10 +30,10 @@ class Batcher:
         self._last = now
         self.queue.extend(items)
 
-    def take(self, flush: bool = False) -> list[list[Ready]]:
-        """Batches due now: full ones at once; the rest after the debounce or the max wait."""
+    def take(self, flush: bool = False, limit: int | None = None) -> list[list[Ready]]:
+        """Batches due now, at most `limit`: full ones at once; the rest after the debounce or the max wait."""
         batches: list[list[Ready]] = []
-        while self.queue:
+        while self.queue and (limit is None or len(batches) < limit):
             batch, size = [], 0
             for item in self.queue:
                 cost = item.size + PART_OVERHEAD

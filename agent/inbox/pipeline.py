@@ -24,14 +24,15 @@ from agent.inbox.hold import Hold
 from agent.inbox.reasons import Unaccepted
 from agent.inbox.rules import Rules, problem_of
 from agent.inbox.settle import Ready, Settler
-from agent.inbox.uploader import Outcome, Uploader
+from agent.inbox.uploader import UPLOADS_IN_FLIGHT, Outcome, Uploader
 from agent.qonto.client import QontoClient
 from agent.state.ledger import Ledger, Pending
 
 log = logging.getLogger(__name__)
 
 PAUSED = "paused: "  # how the reason of a file held by a pause begins
-UPLOADS_IN_FLIGHT = 2  # one batch's round trip overlaps the next one's, within Qonto's rate limits
+WORKERS = 2 * UPLOADS_IN_FLIGHT  # batches being claimed, hashed or filed while others travel
+QUEUED, SENDING = "queued for upload", "uploading"  # what `status` says of a file past the settler
 
 
 @dataclass
@@ -52,7 +53,10 @@ class Pipeline:
     """settle → batch → upload → file away, one tick at a time; knows nothing of signals.
 
     Up to UPLOADS_IN_FLIGHT batches travel at once, so one batch's round trip overlaps the next
-    one's; their outcomes are applied here, on the caller's thread, where the settler lives.
+    one's, and as many more are claimed, hashed or filed meanwhile (WORKERS); their outcomes are
+    applied here, on the caller's thread, where the settler lives. Batches wait in the batcher until
+    a worker is free, and `status` is told only of the files whose line changed: a backlog of
+    50,000 files costs little per tick.
     """
 
     def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing,
@@ -70,11 +74,13 @@ class Pipeline:
         self.forced: set[Path] = set()
         self._pause_until = 0.0
         self._pause_held = False  # files are held by a pause: lifted when it ends
-        self._pending_written: list[tuple[str, str]] | None = None
         self._wake = wake
-        self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="upload",
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="upload",
                                         initializer=profile.enter, initargs=(config.profile,))
         self._in_flight: dict[Future, list[Ready]] = {}
+        self._stage: dict[Path, tuple[float, str]] = {}  # (since, why) of the files queued or travelling
+        self._restaged: set[Path] = set()  # files that entered or left `_stage` since the last publish
+        self._published: dict[Path, tuple[float, str]] | None = None  # what `status` was told, by file
         self._told: set[tuple[Path, Unaccepted]] = set()  # files left aside, each logged once
 
     def resume(self) -> None:
@@ -150,13 +156,17 @@ class Pipeline:
             self.settler.lift(PAUSED)  # the pause is over: what it held is taken up now, not at its next look
             self._pause_held = False
         self.batcher.add(ready)
-        for batch in self.batcher.take(flush=flush):
+        self._restage(ready, QUEUED)
+        for batch in self.batcher.take(flush=flush, limit=WORKERS - len(self._in_flight)):
             force = any(item.path in self.forced for item in batch)
             future = self._pool.submit(self.uploader.send, batch, force=force)
             self._in_flight[future] = batch
+            self._restage(batch, SENDING)
             if self._wake:
                 future.add_done_callback(lambda _: self._wake())
-        waits = [w for w in (self.settler.next_check(), self.batcher.next_due()) if w is not None]
+        waits = [self.settler.next_check(),  # with every worker busy, the end of a batch wakes the loop
+                 self.batcher.next_due() if len(self._in_flight) < WORKERS else None]
+        waits = [w for w in waits if w is not None]
         if self.uploader.trouble.reason():
             waits.append(max(0.0, self.uploader.trouble.next_try() - time.monotonic()))
         if self._in_flight and not self._wake:
@@ -181,6 +191,10 @@ class Pipeline:
                   (len(self.batcher.queue), "batching"), (self.settler.settling_count(), "settling"))
         return ", ".join(f"{what} {n} file{'s' if n > 1 else ''}" for n, what in counts if n)
 
+    def backlog(self) -> bool:
+        """Files are ready and wait for a worker (`run` then puts its outbox sync off)."""
+        return bool(self.batcher.queue)
+
     def idle(self) -> bool:
         """Nothing left that this pass could still send (held and incomplete files wait for later)."""
         return not self.batcher.queue and not self._in_flight and not self.settler.settling()
@@ -190,7 +204,7 @@ class Pipeline:
         running finish and file their files away in `close`."""
         for future in list(self._in_flight):
             if future.cancel():
-                del self._in_flight[future]
+                self._restage(self._in_flight.pop(future), None)
 
     def close(self) -> None:
         """Let the batches in flight finish and file their files away."""
@@ -199,7 +213,7 @@ class Pipeline:
 
     def _collect(self) -> None:
         for future in [f for f in self._in_flight if f.done()]:
-            del self._in_flight[future]
+            self._restage(self._in_flight.pop(future), None)
             self._account(future.result())  # a bug in a worker ends the loop, as it would inline
 
     def _account(self, outcome: Outcome) -> None:
@@ -212,19 +226,42 @@ class Pipeline:
         for hold in outcome.retry:
             self.settler.hold(hold.at_least_until(self._pause_until) if outcome.paused is not None else hold)
 
+    def _restage(self, items: list[Ready], why: str | None) -> None:
+        """Files queued (QUEUED), sent (SENDING) or back from a batch (None: the settler has them if anyone)."""
+        for item in items:
+            if why is None:
+                self._stage.pop(item.path, None)
+            else:
+                self._stage[item.path] = (item.dropped_at, why)
+            self._restaged.add(item.path)
+
     def _shown(self, path: Path) -> str:
         """A path as `status` and the ledger show it: relative to the inbox, as valid text."""
         return printable(str(path.relative_to(self.config.inbox.path)))
 
     def publish_pending(self) -> None:
-        """Tell `status` (another process) what waits and why; written only when it changed."""
-        entries = sorted((self._shown(p), since, why)
-                         for p, since, why in self.settler.pending())
-        entries += [(self._shown(r.path), r.dropped_at, "queued for upload")
-                    for r in self.batcher.queue]
-        entries += [(self._shown(r.path), r.dropped_at, "uploading")
-                    for batch in list(self._in_flight.values()) for r in batch]
-        key = [(f, why) for f, _, why in entries]
-        if key != self._pending_written:
-            self.ledger.set_pending(Pending(f, since, why) for f, since, why in entries)
-            self._pending_written = key
+        """Tell `status` (another process) what waits and why. Only the files whose line changed
+        are written (all of them the first time): a backlog of 50,000 is not rewritten at every batch."""
+        if self._published is None:
+            rows = {path: (since, why) for path, since, why in self.settler.pending()} | self._stage
+            self.ledger.set_pending(Pending(self._shown(p), since, why) for p, (since, why) in rows.items())
+            self._published = rows
+        else:
+            published = self._published
+            changed, gone = {}, []
+            for path in self.settler.changed | self._restaged:
+                row = self._stage.get(path) or self.settler.reason(path)
+                if row is None and path in published:
+                    gone.append(path)
+                elif row is not None and published.get(path) != row:
+                    changed[path] = row
+            if changed or gone:
+                self._published = None  # unknown until written: rewritten whole if this write fails
+                self.ledger.set_pending([Pending(self._shown(p), since, why) for p, (since, why) in changed.items()],
+                                        gone=[self._shown(p) for p in gone])
+                for path in gone:
+                    del published[path]
+                published.update(changed)
+                self._published = published
+        self.settler.changed.clear()
+        self._restaged.clear()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from agent.base import beneath
 from agent.inbox.reasons import Unaccepted
@@ -46,7 +48,10 @@ class Rules:
             rel = path.relative_to(self.root)
         except ValueError:
             return False
-        parts = rel.parts
+        return self._classify(rel.parts)
+
+    def _classify(self, parts: tuple[str, ...]) -> bool | Unaccepted:
+        """`classify` of a path given by its parts under the inbox (a scan knows them: no path to parse)."""
         if not parts or parts[0] in ARCHIVE_DIRS or any(_hidden(p) for p in parts[:-1]):
             return False
         name = parts[-1]
@@ -54,7 +59,7 @@ class Rules:
             return False
         if len(parts) > 1 and not self.recursive:
             return Unaccepted.SUBFOLDER
-        if not any(fnmatch.fnmatch(name.lower(), p) for p in self.patterns):
+        if not _matcher(self.patterns)(name.lower()):
             return Unaccepted.OTHER_TYPE
         return True
 
@@ -86,22 +91,22 @@ class Rules:
         """The subfolders to look into and the files found in `folder`, listed through a descriptor
         reached without links, so a folder deeper than PATH_MAX is listed too."""
         rel_dir = folder.relative_to(self.root)
+        prefix = rel_dir.parts
         subfolders, found = [], []
         with beneath.folder(self.root, rel_dir.parts) as fd, os.scandir(folder if fd is None else fd) as entries:
             for entry in entries:  # entries are looked at through `fd`: only while it is open
-                path = folder / entry.name
                 if entry.is_dir(follow_symlinks=False):
                     if not self.prune(rel_dir, entry.name) and (self.recursive or folder == self.root):
-                        subfolders.append(path)
+                        subfolders.append(folder / entry.name)
                     continue
-                verdict = self.classify(path)
+                verdict = self._classify((*prefix, entry.name))
                 if verdict is False:
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # gone meanwhile
-                found.append((path, problem_of(st, verdict)))
+                found.append((folder / entry.name, problem_of(st, verdict)))
         return subfolders, found
 
     def scan(self) -> Iterator[Path]:
@@ -115,6 +120,13 @@ class Rules:
             if entry.is_dir(follow_symlinks=False) and self.prune(rel_dir, entry.name):
                 continue
             yield entry
+
+
+@functools.lru_cache(maxsize=8)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match | None]:
+    """One compiled expression for the patterns (fnmatch's, of a lowercased name): a scan of
+    50,000 names matches each once, not once per pattern."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
 
 
 def _hidden(name: str) -> bool:

@@ -8,6 +8,8 @@ by a writer (inotify's close-after-write, where the OS tells), and whole by its 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import stat
@@ -27,10 +29,11 @@ from agent.inbox.reasons import Refusal, Unaccepted
 log = logging.getLogger(__name__)
 
 SLOW_LOOK_SECONDS = 1.0
+LOOKS_PER_POLL = 1000  # a poll returns after this many looks: a backlog's first batches leave while the rest are read
 _UNFINISHED = (State.WRITING, State.EMPTY)  # how often an unfinished or unaccepted file is looked at again
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ready:
     """A complete file, ready to be claimed and sent: `identity` is what was judged."""
 
@@ -60,10 +63,11 @@ class FirstSeen(Protocol):
     def forget_seen(self, rel: str) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     identity: Identity | None
     quiet_since: float  # monotonic: when this identity was first observed
+    look_at: float  # monotonic: its next look (an event brings it forward)
     first_seen: float  # wall clock: when the agent first saw the file
     state: State | None = None  # content judged for this identity
     refusal: Refusal | None = None  # it could not even be read
@@ -77,26 +81,38 @@ class _Seen:
 
 @dataclass
 class Settler:
-    """Decides when each watched file is complete, and what is wrong with the ones that never will be."""
+    """Decides when each watched file is complete, and what is wrong with the ones that never will be.
+
+    Each file is looked at when it is due (a heap of due times), not at every poll: a backlog of
+    50,000 files costs nothing while it waits for its settle time. `changed` collects the files
+    whose line in `status` may differ, for the pipeline to publish only those.
+    """
 
     root: Path
     settle_seconds: float
     incomplete_after_seconds: float = 3600.0
     ages: FirstSeen | None = None
     files: dict[Path, _Seen] = field(default_factory=dict)
+    changed: set[Path] = field(default_factory=set)
+    _left: dict[Path, Unaccepted] = field(default_factory=dict)  # files left aside, while they stay so
+    _due: list[tuple[float, int, Path]] = field(default_factory=list)  # (when, order, path); stale ones skipped
+    _order: itertools.count = field(default_factory=itertools.count)
 
     def track(self, path: Path) -> None:
         if path not in self.files:
-            self.files[path] = _Seen(None, time.monotonic(), time.time())
+            now = time.monotonic()
+            self.files[path] = _Seen(None, now, now, time.time())
+            self._push(path, now)
 
     def event(self, path: Path, kind: str | None) -> None:
         """A hint that `path` changed; `kind` is what the OS says a program did to it (native events).
 
         A write marks a writer; it is gone once every open seen is closed again, so a `touch` or a
         reader closing the file meanwhile does not end a scanner's pause. Opens and closes of files
-        not tracked (our own reads after a file is ready) say nothing.
+        not tracked (our own reads after a file is ready) say nothing, nor does a name already gone
+        that is not tracked (our own claim's rename).
         """
-        if kind in ("opened", "closed", "closed_no_write") and path not in self.files:
+        if path not in self.files and (kind in ("opened", "closed", "closed_no_write") or not os.path.lexists(path)):
             return
         self.track(path)
         seen = self.files[path]
@@ -109,6 +125,8 @@ class Settler:
             seen.opens = max(0, seen.opens - 1)
             if seen.opens == 0:
                 seen.writer_open = None
+        seen.look_at = time.monotonic()
+        self._push(path, seen.look_at)
 
     def hold(self, hold: Hold) -> None:
         """Keep a file (back in the inbox after an attempt, or paused) from being offered until the hold ends."""
@@ -118,21 +136,29 @@ class Settler:
         seen.hold_reason = hold.reason
         if hold.first_seen is not None:
             seen.first_seen = min(seen.first_seen, hold.first_seen)
+        self._push(hold.path, hold.until)
 
     def lift(self, prefix: str) -> None:
         """End the holds whose reason begins with `prefix` (a pause that is over)."""
-        for seen in self.files.values():
+        now = time.monotonic()
+        for path, seen in self.files.items():
             if seen.hold_until and seen.hold_reason.startswith(prefix):
                 seen.hold_until = 0.0
+                self._push(path, now)
 
     def poll(self) -> tuple[list[Ready], list[Refused]]:
-        """Look at every tracked file that is due; return those now ready and those refused."""
+        """Look at the tracked files that are due; return those now ready and those refused. It
+        stops after LOOKS_PER_POLL looks: the rest are looked at by the next poll."""
         ready: list[Ready] = []
         refused: list[Refused] = []
         now = time.monotonic()
-        for path, seen in list(self.files.items()):
-            if seen.hold_until > now:
-                continue
+        looked: dict[Path, None] = {}  # in order: the next look keeps it
+        while self._due and self._due[0][0] <= now and len(looked) < LOOKS_PER_POLL:
+            path = heapq.heappop(self._due)[2]
+            seen = self.files.get(path)
+            if seen is None or path in looked or max(seen.hold_until, seen.look_at) > now:
+                continue  # gone, looked at already, or a stale entry: a later one stands for its next look
+            looked[path] = None
             verdict = self._look(path, seen, now)
             if isinstance(verdict, Ready):
                 ready.append(verdict)
@@ -140,7 +166,16 @@ class Settler:
                 refused.append(verdict)
             if verdict is not None:
                 self._forget(path)
+        for path in looked:
+            if path in self.files:
+                seen = self.files[path]
+                self._push(path, max(seen.hold_until, seen.look_at))
         return ready, refused
+
+    def _push(self, path: Path, when: float) -> None:
+        """The file is due at `when`: a look then, and its line in `status` may change."""
+        heapq.heappush(self._due, (when, next(self._order), path))
+        self.changed.add(path)
 
     def _look(self, path: Path, seen: _Seen, now: float) -> Ready | Refused | bool | None:
         """Ready, Refused, True (gone: forget it) or None (keep watching)."""
@@ -156,18 +191,23 @@ class Settler:
             st = None  # a folder on the way is a link
         seen.unaccepted = _unaccepted(st)
         if seen.unaccepted:
+            self._left[path] = seen.unaccepted
             seen.quiet_since, seen.hold_until = now, now + SLOW_LOOK_SECONDS
             return None
+        self._left.pop(path, None)
         identity = Identity.of(st)
         if identity != seen.identity:
             seen.identity, seen.quiet_since, seen.state, seen.refusal = identity, now, None, None
+            seen.look_at = now + self.settle_seconds  # unchanged then, it is quiet (an event looks sooner)
             return None
         if seen.writer_open is not None and now - seen.writer_open < self.incomplete_after_seconds:
+            seen.look_at = now + SLOW_LOOK_SECONDS  # its writer's close is an event: looked at then
             return None  # a scanner pausing between pages still holds the file open
         if now - seen.quiet_since < self.settle_seconds:
+            seen.look_at = seen.quiet_since + self.settle_seconds
             return None
         if seen.state is None and seen.refusal is None and not self._judge(rel, seen):
-            seen.quiet_since = now
+            seen.quiet_since, seen.look_at = now, now + self.settle_seconds
             return None  # it changed while being read: look again once it is quiet
         if seen.refusal is not None:
             return Refused(path, identity.size, seen.refusal)
@@ -216,6 +256,8 @@ class Settler:
 
     def _forget(self, path: Path) -> None:
         seen = self.files.pop(path)
+        self._left.pop(path, None)
+        self.changed.add(path)
         if self.ages is not None and seen.unfinished_since is not None:
             self.ages.forget_seen(printable(str(path.relative_to(self.root))))
 
@@ -230,33 +272,28 @@ class Settler:
         return sum(1 for seen in self.files.values() if _may_be_ready_soon(seen, now))
 
     def next_check(self) -> float | None:
-        """Seconds until a tracked file may change state (None when nothing is tracked)."""
-        if not self.files:
-            return None
-        now = time.monotonic()
-        waits = [seen.hold_until - now if seen.hold_until > now else 0.1 for seen in self.files.values()]
-        return max(0.05, min(waits))
+        """Seconds until a tracked file is due for a look (0: some are already; None: nothing is tracked)."""
+        while self._due and self._due[0][2] not in self.files:
+            heapq.heappop(self._due)  # forgotten since
+        return max(0.0, self._due[0][0] - time.monotonic()) if self._due else None
 
     def unaccepted(self) -> dict[Path, Unaccepted]:
-        return {path: seen.unaccepted for path, seen in self.files.items() if seen.unaccepted}
+        return dict(self._left)
+
+    def reason(self, path: Path) -> tuple[float, str] | None:
+        """(first seen, why it waits) of a tracked file for `status`; None for one left aside or not tracked."""
+        seen = self.files.get(path)
+        if seen is None or seen.unaccepted:
+            return None
+        if seen.state in _UNFINISHED:
+            return seen.first_seen, reasons.UNFINISHED
+        if seen.hold_until > time.monotonic():
+            return seen.first_seen, seen.hold_reason
+        return seen.first_seen, reasons.WRITER_OPEN if seen.writer_open is not None else reasons.SETTLING
 
     def pending(self) -> list[tuple[Path, float, str]]:
         """(path, first seen, why it waits) for `status`; files left aside are listed by `unaccepted`."""
-        now = time.monotonic()
-        out = []
-        for path, seen in self.files.items():
-            if seen.unaccepted:
-                continue
-            if seen.state in _UNFINISHED:
-                reason = reasons.UNFINISHED
-            elif seen.hold_until > now:
-                reason = seen.hold_reason
-            elif seen.writer_open is not None:
-                reason = reasons.WRITER_OPEN
-            else:
-                reason = reasons.SETTLING
-            out.append((path, seen.first_seen, reason))
-        return out
+        return [(path, *row) for path in self.files if (row := self.reason(path)) is not None]
 
 
 def _unaccepted(st: os.stat_result | None) -> Unaccepted | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from agent.state.ledger import AttemptOutcome, Ledger
 
 log = logging.getLogger(__name__)
 
+UPLOADS_IN_FLIGHT = 2  # one batch's round trip overlaps the next one's, within Qonto's rate limits
+
 
 @dataclass
 class Outcome:
@@ -50,15 +53,13 @@ class Outcome:
 
 class Uploader:
     def __init__(self, config: Config, client: QontoClient, ledger: Ledger, filing: Filing) -> None:
-        self.config = config
-        self.client = client
-        self.ledger = ledger
-        self.filing = filing
+        self.config, self.client, self.ledger, self.filing = config, client, ledger, filing
         self.rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
         self._take_attempts: dict[Path, int] = {}  # files that could not be claimed, and how often
         self.trouble = FolderTrouble()  # done/ or error/ refusing every write pauses uploads
         self.on_error: Callable[[str, str, str], None] | None = None  # told (name, reason, hint) of a file in error/
         self.reconciler = Reconciler(client, ledger, filing.own, config.qonto.idempotency_window_seconds)
+        self._travelling = threading.Semaphore(UPLOADS_IN_FLIGHT)  # batches prepared meanwhile wait here
 
     # --- the two entry points -------------------------------------------------------------------
 
@@ -164,7 +165,8 @@ class Uploader:
                    for item in items]
         started = time.monotonic()
         try:
-            results = self.client.upload_bulk(uploads, resend_until=first + self.reconciler.key_margin)
+            with self._travelling:
+                results = self.client.upload_bulk(uploads, resend_until=first + self.reconciler.key_margin)
         except KeyWindowPassed:  # a long outage or a paused process: look before sending again
             for item in items:
                 self.ledger.finish_attempt(item.sha256, AttemptOutcome.FAILED, "key window")

@@ -282,10 +282,12 @@ class Ledger:
 
     # --- pending files and the heartbeat of `run` ----------------------------------------------
 
-    def set_pending(self, items: Iterable[Pending]) -> None:
-        """Replace the list of files waiting in the inbox (written by `run`, read by `status`)."""
+    def set_pending(self, items: Iterable[Pending], gone: Iterable[str] | None = None) -> None:
+        """Write the files waiting in the inbox, for `status`: all, or with `gone` what changed (`gone` deleted)."""
         with self._tx() as db:
-            db.execute("DELETE FROM pending")
+            if gone is None:
+                db.execute("DELETE FROM pending")
+            db.executemany("DELETE FROM pending WHERE file=?", [(file,) for file in gone or ()])
             db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
                            [(p.file, p.since, p.reason) for p in items])
 
