@@ -5,7 +5,7 @@ loopback, `--latency` per API answer) plays that limit, scaled down `--scale` ti
 contrast shows in minutes on a small machine: Qonto's 1,000 requests per 10 s and 10,000 per
 10 min become 200 and 2,000 at scale 5, and the agents' budget (`max_requests_per_10s` 900,
 `max_requests_per_10min` 9,000 by default) becomes 180 and 1,800. Each organization's inbox holds
-F unique one-page PDFs of about 1.5 KB before the agents start; the inbox timings and the sync
+F unique one-page PDFs of about 1 KB before the agents start; the inbox timings and the sync
 interval are the defaults, so each `run` syncs its outbox 10 s after uploading, as in production.
 
 The same work, one fresh sandbox each, one after the other:
