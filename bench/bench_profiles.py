@@ -25,13 +25,14 @@ of every process's peak RSS (wait4; the peaks need not coincide).
 Targets: every file filed with exact counts in all three, and no 429 for (a) and (c).
 
     python bench/bench_profiles.py [--quick] [--profiles 40] [--files 50] [--scale 5] [--latency 0.05]
-                                   [--timeout 300] [--only abc]
+                                   [--timeout 300] [--only abc] [--logs DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -170,6 +171,14 @@ def stop_all(agents: list[Agent]) -> None:
             agent.stop()
 
 
+def keep_logs(agents: list[Agent], folder: Path) -> None:
+    """Every agent's log, copied out of the temporary folder before it goes (`--logs`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for agent in agents:
+        shutil.copyfile(agent.log_path, folder / f"{agent.log_path.parent.name}.log")
+    print(f"the agents' logs: {folder}", flush=True)
+
+
 def mirrored(orgs: list[Organization]) -> int:
     total = 0
     for org in orgs:
@@ -210,6 +219,8 @@ def measure(label: str, setup: str, args: argparse.Namespace, scaled: dict[str, 
                       flush=True)
             log = [r for r in sandbox.request_log() if r.path.startswith("/v2/")]
             in_outboxes = mirrored(orgs)
+            if args.logs:
+                keep_logs(agents, args.logs / setup)
     return Outcome(
         label=label, processes=len(agents), filed=filed, exact=exact, filed_after=filed_after,
         mirrored_after=mirrored_after, window=window, requests=len(log),
@@ -234,6 +245,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per setup before the figures are taken "
                         "as they stand (default 300; 120 with --quick)")
     parser.add_argument("--only", default="abc", help="which setups to run (default abc)")
+    parser.add_argument("--logs", type=Path, default=None, help="copy every agent's log into this folder")
     parser.add_argument("--quick", action="store_true", help="10 profiles x 20 files")
     args = parser.parse_args()
     args.profiles = args.profiles or (10 if args.quick else 40)
