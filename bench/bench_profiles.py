@@ -88,8 +88,9 @@ class Outcome:
 
     def times(self, total: int) -> str:
         """When everything was filed and mirrored, or how far it got in its window."""
+        inexact = "" if self.exact else " (invoice counts not exact)"
         filed = f"all filed in {self.filed_after:.0f} s" if self.filed_after is not None \
-            else f"{self.filed} of {total} filed{'' if self.exact else ' (invoice counts not exact)'} in {self.window:.0f} s"
+            else f"{self.filed} of {total} filed{inexact} in {self.window:.0f} s"
         mirror = f"all mirrored in {self.mirrored_after:.0f} s" if self.mirrored_after is not None \
             else f"{self.mirrored} mirrored in {self.window:.0f} s"
         return f"{filed}, {mirror}"
@@ -191,12 +192,11 @@ def mirrored(orgs: list[Organization]) -> int:
 
 def measure(label: str, setup: str, args: argparse.Namespace, scaled: dict[str, Any]) -> Outcome:
     """One setup from scratch: its own temporary folder and sandbox; the agents started together."""
-    logins = lambda orgs: tuple((o.login, o.secret) for o in orgs)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix=f"bench-profiles-{setup}-") as tmp:
         root = Path(tmp)
         orgs = organizations(root, args.profiles)
         write_backlogs(orgs, args.files)
-        with Sandbox(seed=14, organizations=logins(orgs), ip_rate_limits=scaled["sandbox"],
+        with Sandbox(seed=14, organizations=tuple((o.login, o.secret) for o in orgs), ip_rate_limits=scaled["sandbox"],
                      faults=Faults(latency_seconds=args.latency, storage_latency_seconds=0)) as sandbox:
             qonto = dict(scaled["agents"])
             if setup == "a":
