@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -172,6 +173,19 @@ def stop_all(agents: list[Agent]) -> None:
             agent.stop()
 
 
+def refused_where(label: str, refused: list[Any], started: float) -> None:
+    """Which endpoints met the 429s, and when: what a look at a limit overrun starts from."""
+    if not refused:
+        return
+    endpoints: dict[str, int] = {}
+    for record in refused:  # refused before routing: the path, its ids left out
+        endpoint = f"{record.method} {re.sub('/[0-9a-f-]{36}', '/{id}', record.path)}"
+        endpoints[endpoint] = endpoints.get(endpoint, 0) + 1
+    spread = ", ".join(f"{count} {endpoint}" for endpoint, count in sorted(endpoints.items(), key=lambda e: -e[1]))
+    print(f"{label}: 429s between {refused[0].started_at - started:.0f} s and {refused[-1].started_at - started:.0f} s "
+          f"after the start: {spread}", flush=True)
+
+
 def keep_logs(agents: list[Agent], folder: Path) -> None:
     """Every agent's log, copied out of the temporary folder before it goes (`--logs`)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -219,6 +233,7 @@ def measure(label: str, setup: str, args: argparse.Namespace, scaled: dict[str, 
                       flush=True)
             log = [r for r in sandbox.request_log() if r.path.startswith("/v2/")]
             in_outboxes = mirrored(orgs)
+            refused_where(label, [r for r in log if r.status == 429], started)
             if args.logs:
                 keep_logs(agents, args.logs / setup)
     return Outcome(
