@@ -227,7 +227,7 @@ def _status(args: argparse.Namespace) -> int:
     many = len(configs) > 1
     data = [_gathered(cfg, many) for cfg in configs]
     if args.json:
-        print(json.dumps(data if many else data[0], indent=2, ensure_ascii=False))
+        print(json.dumps(data if many else data[0], ensure_ascii=False))  # one line: quick for 50,000 files
     else:
         print(status.render_profiles(data) if many else status.render(data[0]))
     return worst([_status_code(d, args.expect_running) for d in data])

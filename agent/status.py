@@ -5,6 +5,7 @@ It reads the ledger and the folders only, so it works while `run` is busy and wh
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -95,15 +96,17 @@ def _survey(config: Config) -> tuple[list[Path], list[dict[str, str]]]:
 
 
 def _unattended(config: Config, candidates: list[Path]) -> list[dict[str, Any]]:
-    """With no `run` alive, what sits in the inbox waits for one."""
+    """With no `run` alive, what sits in the inbox waits for one (by strings, not path objects: a
+    holiday's backlog is 50,000 files, and `status` answers within a second)."""
+    root = len(str(config.inbox.path)) + 1
+    reason = "no agent is running: start `qonto-agent run`, or `qonto-agent upload` once"
     out = []
-    for path in candidates:
+    for path in map(str, candidates):
         try:
-            since = path.stat().st_mtime
+            since = os.stat(path, follow_symlinks=False).st_mtime
         except OSError:
             continue
-        out.append({"file": printable(str(path.relative_to(config.inbox.path))), "since": iso(since),
-                    "reason": "no agent is running: start `qonto-agent run`, or `qonto-agent upload` once"})
+        out.append({"file": printable(path[root:]), "since": iso(since), "reason": reason})
     return sorted(out, key=lambda p: p["since"] or "")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ORDER = ("batching", "latency", "mirror", "contention", "memory", "idle", "hashing", "backlog")
+ORDER = ("batching", "latency", "mirror", "contention", "memory", "idle", "hashing", "backlog", "profiles")
 
 
 def command(name: str, quick: bool) -> list[str]:

@@ -291,6 +291,9 @@ class Ledger:
             db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
                            [(p.file, p.since, p.reason) for p in items])
 
+    def pending_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM pending")[0][0]
+
     def pending(self) -> list[Pending]:
         return [Pending(r["file"], r["since"], r["reason"])
                 for r in self._query("SELECT * FROM pending ORDER BY since")]
