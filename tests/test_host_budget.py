@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,6 +17,7 @@ import responses
 
 from agent.config import QontoConfig
 from agent.qonto.client import QontoClient, api_budget
+from agent.qonto import budget_store
 from agent.qonto.ratelimit import RateLimiter
 from support import REPO, FakeClock, agent_env
 
@@ -196,3 +199,44 @@ def test_the_default_budget_uses_the_configured_file_and_a_bare_config_none(tmp_
     api_budget(QontoConfig(login="acme", secret_key="s3cret")).acquire()  # not through `load`: this process's own
     assert sorted(p.name for p in tmp_path.iterdir()) == ["budget.sqlite", "budget.sqlite-shm", "budget.sqlite-wal"]
     assert not caplog.records
+
+
+def _hold_the_file(path, seconds: float) -> threading.Thread:
+    """Another process's transaction holding the budget file for `seconds` (as on a loaded host)."""
+    held = threading.Event()
+
+    def hold() -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        db.execute("COMMIT")
+        db.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    return thread
+
+
+def test_a_file_locked_longer_than_the_busy_timeout_is_waited_for_not_given_up(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(budget_store, "BUSY_TIMEOUT_SECONDS", 0.05)
+    path = tmp_path / "rate-limit.sqlite"
+    rl = RateLimiter([(10, 10.0)], shared=path)
+    holder = _hold_the_file(path, 0.5)
+    rl.acquire()  # waits out the other's transaction
+    holder.join()
+    assert "cannot be used" not in caplog.text
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM sent").fetchone()[0] == 1  # counted in the file
+
+
+def test_a_file_locked_for_good_costs_one_warning_and_an_own_budget(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(budget_store, "BUSY_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(budget_store, "BUSY_GIVE_UP_SECONDS", 0.3)
+    path = tmp_path / "rate-limit.sqlite"
+    rl = RateLimiter([(10, 10.0)], shared=path)
+    holder = _hold_the_file(path, 1.0)
+    rl.acquire()
+    rl.acquire()
+    holder.join()
+    assert caplog.text.count("cannot be used") == 1

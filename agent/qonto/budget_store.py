@@ -21,7 +21,13 @@ from typing import Callable, Protocol, Sequence
 
 log = logging.getLogger("agent.qonto")
 
-BUSY_TIMEOUT_SECONDS = 5.0  # another process's transaction lasts milliseconds: this long means trouble
+BUSY_TIMEOUT_SECONDS = 5.0  # another process's transaction lasts milliseconds: this long means a loaded host
+BUSY_RETRY_SECONDS = 0.1  # after a busy timeout, try again this soon, still on the shared budget
+BUSY_GIVE_UP_SECONDS = 60.0  # locked this long in a row: something holds it for good; keep an own budget
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class Sent(Protocol):
@@ -104,6 +110,7 @@ class FileWindows:
         self._me = uuid.uuid4().hex  # this store's name among the waiters
         self._lock = threading.Lock()  # one connection, one transaction at a time
         self._db: sqlite3.Connection | None = None
+        self._busy_since: float | None = None  # when the file was first found locked, in a row
         try:
             self._db = self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -113,10 +120,22 @@ class FileWindows:
         with self._lock:
             if self._db is not None:
                 try:
-                    return self._take(self._db, decide)
+                    wait = self._take(self._db, decide)
+                    self._busy_since = None
+                    return wait
+                except sqlite3.OperationalError as exc:
+                    if _busy(exc) and not self._busy_too_long():
+                        return BUSY_RETRY_SECONDS  # others hold the file a moment (a loaded host): our turn comes
+                    self._give_up(exc)
                 except (sqlite3.Error, OSError) as exc:
                     self._give_up(exc)
         return self._fallback.take(decide)
+
+    def _busy_too_long(self) -> bool:
+        """Whether the file has been locked by others for longer than any transaction should last."""
+        now = time.monotonic()
+        self._busy_since = self._busy_since or now
+        return now - self._busy_since > BUSY_GIVE_UP_SECONDS
 
     def _open(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)

@@ -271,6 +271,8 @@ class Sandbox:
         """
         if req.path.startswith(VIEW_PREFIX):
             return view(req, self._log)
+        # counted as it arrives, as Qonto's edge counts it, not after the latency the answer takes
+        refused = self._ip_limit.admit(req.client, self.settings.ip_rate_limits) if req.path.startswith("/v2/") else None
         faults = self.settings.faults
         storage = req.path.startswith("/_storage/")
         latency = faults.storage_latency_seconds if storage and faults.storage_latency_seconds is not None \
@@ -283,9 +285,9 @@ class Sandbox:
         if not self._staging_ok(req):
             location = {"Location": f"{req.origin}/login"}
             return html_answer(302, b"<html><body>Redirecting to /login</body></html>\n", location)
-        if req.path.startswith("/v2/") and (wait := self._ip_limit.admit(req.client, self.settings.ip_rate_limits)):
-            detail = f"Rate limit exceeded for {req.client}, retry in {wait} s"
-            return api_error(req, 429, "too_many_requests", detail, headers={"Retry-After": str(wait)})
+        if refused:
+            detail = f"Rate limit exceeded for {req.client}, retry in {refused} s"
+            return api_error(req, 429, "too_many_requests", detail, headers={"Retry-After": str(refused)})
         faultable = storage or req.path.startswith("/v2/") or req.path == "/oauth2/token"
         fault = self._faults.draw(faults, storage=storage) if faultable else None
         if fault is not None and not fault.startswith("commit") and fault not in SPOILERS:
