@@ -29,7 +29,7 @@ def figures(ledger: Ledger, paused: bool) -> dict[str, float]:
     last = ledger.recent(UploadOutcome.UPLOADED, limit=1)
     synced = times.parse(ledger.last_sync_at() or "")
     return {
-        "qonto_agent_files_waiting": ledger.pending_count(),
+        "qonto_agent_files_waiting": ledger.size("pending"),
         "qonto_agent_uploaded_total": ledger.count(UploadOutcome.UPLOADED),
         "qonto_agent_refused_total": ledger.count(UploadOutcome.REJECTED),
         "qonto_agent_last_upload_timestamp_seconds": (last[0].finished_at or 0) if last else 0,

@@ -140,7 +140,6 @@ class SyncSchedule(threading.Thread):
             except Exception:  # noqa: BLE001 - a sync bug must not kill the uploads
                 log.exception("outbox sync failed unexpectedly; will try again at the next interval")
 
-
     def _folder_refused(self, exc: FolderError) -> None:
         """Try again soon (5 s, doubling up to the interval), not at the next interval: a person
         freeing space expects the mirror to catch up by itself."""
@@ -250,10 +249,7 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
         uploaded = pipeline.totals.uploaded
         while not stopping.is_set():
             if not watcher.alive():
-                log.error("the file watcher stopped unexpectedly; exiting so the service manager restarts "
-                          "the agent (nothing is lost: files stay in the inbox)")
-                result["end"] = RunEnd.WATCHER_DIED
-                stopping.set()
+                _end(RunEnd.WATCHER_DIED, result, stopping)
                 break
             now = time.monotonic()
             timeout = HEARTBEAT_SECONDS
@@ -284,14 +280,21 @@ def _run_loop(config: Config, client: QontoClient, ledger: Ledger, filing: Filin
             wake.clear()
     except LedgerError as exc:  # a sentence, not a traceback; the exit code tells the supervisor
         log.error("%s", exc)
-        result["end"] = RunEnd.LEDGER_BUSY if isinstance(exc, LedgerBusy) else RunEnd.LEDGER_LOST
-        stopping.set()
+        _end(RunEnd.LEDGER_BUSY if isinstance(exc, LedgerBusy) else RunEnd.LEDGER_LOST, result, stopping)
     except Exception:  # noqa: BLE001 - reported, then the process exits non-zero for its supervisor
         log.exception("the agent stopped on an unexpected error; files stay in the inbox")
-        result["end"] = RunEnd.CRASHED
-        stopping.set()
+        _end(RunEnd.CRASHED, result, stopping)
     finally:
         _shut_down(watcher, pipeline, filing, client, sync, ledger, result.get("end"))
+
+
+def _end(end: RunEnd, result: dict[str, RunEnd], stopping: Stop) -> None:
+    """End one organization's loop for this reason (its supervisor, or the fleet, starts it again)."""
+    if end is RunEnd.WATCHER_DIED:
+        log.error("the file watcher stopped unexpectedly; exiting so the service manager restarts "
+                  "the agent (nothing is lost: files stay in the inbox)")
+    result["end"] = end
+    stopping.set()
 
 
 def _shut_down(watcher: Watcher, pipeline: Pipeline, filing: Filing, client: QontoClient, sync: SyncSchedule,

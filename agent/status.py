@@ -72,7 +72,7 @@ def gather(config: Config) -> dict[str, Any]:
             "last_upload_at": iso(figures["qonto_agent_last_upload_timestamp_seconds"] or None) if figures else None,
             "last_sync_at": ledger.last_sync_at() if ledger else None,
             "cursor": ledger.cursor() if ledger else None,
-            "outbox_count": ledger.mirror_count() if ledger else 0,
+            "outbox_count": ledger.size("mirror") if ledger else 0,
             "ledger": str(config.state.path),
         }
     finally:

@@ -177,7 +177,7 @@ def test_first_sync_mirrors_every_invoice(env: Env, sandbox: Sandbox) -> None:
     assert report.complete and cli.VERDICT_EXIT[report.verdict] == 0
     assert_outbox_complete(env.outbox, sandbox)
     assert env.cursor() == report.cursor and env.ledger.last_sync_at()
-    assert env.ledger.mirror_count() == 250
+    assert env.ledger.size("mirror") == 250
     assert seen[-1] == (250, 250) and len(seen) == 250
     assert all(record.authorization is False for record in sandbox.request_log() if record.path.startswith("/_storage/"))
 
@@ -339,7 +339,7 @@ def test_thirty_percent_of_requests_failing(make_env: Callable[..., Env], sandbo
     assert faulty > 20, "the faults were not injected"
     sandbox.faults.error_rate = sandbox.faults.rate_limit_rate = sandbox.faults.drop_rate = 0.0
     assert_outbox_complete(env.outbox, sandbox)
-    assert env.ledger.mirror_count() == 120
+    assert env.ledger.size("mirror") == 120
     assert failed > 0, "no invoice failed: the partial-failure path was not exercised"
 
 
@@ -472,7 +472,7 @@ def test_an_invoice_updated_while_the_list_is_paged_is_not_missed(env: Env, sand
 
     env.client.iter_pages = pages_with_an_update  # type: ignore[method-assign]
     report = env.sync()
-    assert report.complete and report.listed == 250 and env.ledger.mirror_count() == 250
+    assert report.complete and report.listed == 250 and env.ledger.size("mirror") == 250
     assert sandbox.count(path_prefix="/v2/supplier_invoices") > 3  # the window was read again
     env.client.iter_pages = real_pages  # type: ignore[method-assign]
     settle(sandbox)

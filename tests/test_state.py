@@ -99,4 +99,4 @@ def test_mirror_entries_are_frozen_records(tmp_path):
                         "2026-01-02_acme_inv-1.pdf", {"id": "inv-1", "supplier_name": "Acmé"})
     ledger.upsert_mirror(entry)
     assert ledger.mirror_entry("inv-1") == entry and ledger.mirror_entries() == [entry]
-    assert ledger.mirror_entry("inv-2") is None and ledger.mirror_count() == 1
+    assert ledger.mirror_entry("inv-2") is None and ledger.size("mirror") == 1

@@ -111,6 +111,26 @@ class Heartbeat:
 _HEARTBEAT, _CURSOR, _LAST_SYNC = "heartbeat", "sync_cursor", "last_sync_at"  # keys of the meta table
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """The ledger's one connection: WAL, a busy timeout, its tables made or migrated."""
+    db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        db.executescript(SCHEMA)  # runs its own transaction
+        if steps := migrations(db):
+            db.execute("BEGIN IMMEDIATE")
+            for sql in steps:
+                db.execute(sql)
+            db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Ledger:
     """A thread-safe handle on the ledger file (one connection, one lock)."""
 
@@ -126,22 +146,7 @@ class Ledger:
         if previous is not None and not path.exists() and previous.exists():
             adopt(previous, path)
         with translated(path):
-            self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False,
-                                       isolation_level=None)
-            try:
-                self._db.row_factory = sqlite3.Row
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-                with self._lock:
-                    self._db.executescript(SCHEMA)  # runs its own transaction
-                    if steps := migrations(self._db):
-                        with self._tx() as db:
-                            for sql in steps:
-                                db.execute(sql)
-            except BaseException:
-                self._db.close()
-                raise
+            self._db = _connect(path)
         self._identity = identity(path)
 
     def check_same_file(self) -> None:
@@ -291,9 +296,6 @@ class Ledger:
             db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
                            [(p.file, p.since, p.reason) for p in items])
 
-    def pending_count(self) -> int:
-        return self._query("SELECT COUNT(*) FROM pending")[0][0]
-
     def pending(self) -> list[Pending]:
         return [Pending(r["file"], r["since"], r["reason"])
                 for r in self._query("SELECT * FROM pending ORDER BY since")]
@@ -374,8 +376,11 @@ class Ledger:
                        (entry.invoice_id, entry.stem, entry.updated_at, entry.attachment_id, entry.attachment_sha256,
                         entry.file, json.dumps(entry.row, ensure_ascii=False)))
 
-    def mirror_count(self) -> int:
-        return self._query("SELECT COUNT(*) FROM mirror")[0][0]
+    def size(self, table: str) -> int:
+        """How many rows `pending` (files waiting) or `mirror` (invoices in the outbox) holds."""
+        if table not in ("pending", "mirror"):
+            raise ValueError(f"no table {table!r} to count")
+        return self._query(f"SELECT COUNT(*) FROM {table}")[0][0]
 
 
 def _close_attempt(db: sqlite3.Connection, sha256: str, outcome: AttemptOutcome, reason: str | None = None) -> None:
