@@ -381,3 +381,14 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    """The most requests sent within any `window` seconds (a sliding window, as Qonto counts)."""
+    times = sorted(times)
+    start, most = 0, 0
+    for end, at in enumerate(times):
+        while times[start] + window <= at:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

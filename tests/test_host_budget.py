@@ -19,7 +19,7 @@ from agent.config import QontoConfig
 from agent.qonto.client import QontoClient, api_budget
 from agent.qonto import budget_store
 from agent.qonto.ratelimit import RateLimiter
-from support import REPO, FakeClock, agent_env
+from support import REPO, FakeClock, agent_env, most_in_any_window
 
 SENDER = """
 import json, sys, time
@@ -42,16 +42,6 @@ while time.time() < until:
     sent.append(reading[0])
 print(json.dumps(sent))
 """
-
-
-def most_in_any_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    start, most = 0, 0
-    for end, at in enumerate(times):
-        while times[start] + window <= at:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def test_two_processes_on_one_file_share_the_windows_fairly(tmp_path):
@@ -240,3 +230,16 @@ def test_a_file_locked_for_good_costs_one_warning_and_an_own_budget(tmp_path, mo
     rl.acquire()
     holder.join()
     assert caplog.text.count("cannot be used") == 1
+
+
+def test_a_file_locked_while_the_process_starts_is_opened_later_not_given_up(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(budget_store, "BUSY_TIMEOUT_SECONDS", 0.05)
+    path = tmp_path / "rate-limit.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # as another agent setting the file up at the same instant
+    rl = RateLimiter([(10, 10.0)], shared=path)
+    threading.Timer(0.5, lambda: holder.execute("COMMIT")).start()
+    rl.acquire()
+    assert "cannot be used" not in caplog.text
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM sent").fetchone()[0] == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from agent import config as configuration
 from agent.base.errors import ConfigError
 from agent.sandbox.server import Sandbox
-from support import (agent_env, run_agent, wait_for, write_pdf, write_profiles_config)
+from support import most_in_any_window, run_agent, wait_for, write_pdf, write_profiles_config
 
 ORGS = {"acme": ("acme-org", "acme-secret"), "beta": ("beta-org", "beta-secret"), "gamma": ("gamma-org", "gamma-secret")}
 
@@ -254,7 +255,7 @@ def _backlog_under_ip_limit(tmp_path: Path, agents, processes: int, profiles: in
         roots = [tmp_path / f"agent{p}" for p in range(processes)]
         for p, root in enumerate(roots):
             mine = {n: logins[n] for n in names[p::processes]}
-            config = write_profiles_config(root, sandbox.base_url, mine, qonto=shared)
+            write_profiles_config(root, sandbox.base_url, mine, qonto=shared)
             for name in mine:
                 for i in range(files):
                     write_pdf(root / name / "inbox" / f"{i:03d}.pdf", f"{name} invoice {i}")
@@ -275,7 +276,14 @@ def _backlog_under_ip_limit(tmp_path: Path, agents, processes: int, profiles: in
         wait_for(all_filed, 120 + files * profiles / 20, interval=0.5, message="every profile's backlog filed",
                  on_fail=lambda: "\n".join(a.tail() for a in started))
         assert all(a.stop() == 0 for a in started)
-        assert sandbox.count(status=429) == 0
+        log = sandbox.request_log()
+        refused = [r for r in log if r.status == 429]
+        budget = sqlite3.connect(tmp_path / "rate-limit.sqlite")
+        sent = [at for (at,) in budget.execute("SELECT at FROM sent")]
+        arrived = [r.started_at for r in log if r.path.startswith("/v2/") and r.status != 429]
+        assert not refused, (f"{len(refused)} answered 429; most in 10 s: {most_in_any_window(sent, 10.0)} counted "
+                             f"in the shared file, {most_in_any_window(arrived, 10.0)} arrived\n"
+                             + "\n".join(a.tail(15) for a in started))
         for name in names:
             assert sandbox.invoice_count(organization=logins[name][0]) == files
 

@@ -110,26 +110,35 @@ class FileWindows:
         self._me = uuid.uuid4().hex  # this store's name among the waiters
         self._lock = threading.Lock()  # one connection, one transaction at a time
         self._db: sqlite3.Connection | None = None
+        self._given_up = False
         self._busy_since: float | None = None  # when the file was first found locked, in a row
-        try:
-            self._db = self._open()
-        except (sqlite3.Error, OSError) as exc:
-            self._give_up(exc)
+        with self._lock:
+            self._use(lambda: None)  # opened now: an unusable file is said at start
 
     def take(self, decide: Decide) -> float:
         with self._lock:
-            if self._db is not None:
-                try:
-                    wait = self._take(self._db, decide)
-                    self._busy_since = None
-                    return wait
-                except sqlite3.OperationalError as exc:
-                    if _busy(exc) and not self._busy_too_long():
-                        return BUSY_RETRY_SECONDS  # others hold the file a moment (a loaded host): our turn comes
-                    self._give_up(exc)
-                except (sqlite3.Error, OSError) as exc:
-                    self._give_up(exc)
-        return self._fallback.take(decide)
+            wait = self._use(lambda: self._take(self._db, decide))
+        return self._fallback.take(decide) if wait is None else wait
+
+    def _use(self, step: Callable[[], float | None]) -> float | None:
+        """Open the file if needed and run `step` on it; None once the file is given up (the caller
+        uses its own budget). Locked by others past the busy timeout (processes starting together
+        on a loaded host): try again in a moment, and give up only after a minute of it."""
+        if self._given_up:
+            return None
+        try:
+            if self._db is None:
+                self._db = self._open()
+            wait = step()
+            self._busy_since = None
+            return wait if wait is not None else 0.0
+        except sqlite3.OperationalError as exc:
+            if _busy(exc) and not self._busy_too_long():
+                return BUSY_RETRY_SECONDS
+            self._give_up(exc)
+        except (sqlite3.Error, OSError) as exc:
+            self._give_up(exc)
+        return None
 
     def _busy_too_long(self) -> bool:
         """Whether the file has been locked by others for longer than any transaction should last."""
@@ -175,6 +184,7 @@ class FileWindows:
             raise
 
     def _give_up(self, exc: BaseException) -> None:
+        self._given_up = True
         log.warning("The shared rate-limit file %s cannot be used (%s): this process keeps its own budget "
                     "of Qonto's requests instead; check that the file's folder is writable and not full, "
                     "or set `[qonto] rate_limit_file` to a file it can write.", self._path, exc)
