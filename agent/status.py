@@ -37,7 +37,7 @@ def gather(config: Config) -> dict[str, Any]:
         beat = ledger.heartbeat() if ledger else None
         alive = beat is not None and time.time() - beat.at < ALIVE_WITHIN_SECONDS and _run_holds_lock(config)
         mode, why = (beat.mode, beat.why) if alive and beat else choose_mode(config.inbox)
-        candidates, not_taken = _survey(config)
+        candidates, not_taken = _survey(config, aside_only=alive)  # a live `run` lists the work itself
         if alive:
             pending = [{"file": p.file, "since": iso(p.since), "reason": p.reason} for p in ledger.pending()]
         else:
@@ -80,13 +80,14 @@ def gather(config: Config) -> dict[str, Any]:
             ledger.close()
 
 
-def _survey(config: Config) -> tuple[list[Path], list[dict[str, str]]]:
-    """The inbox's candidates, and the files the agent leaves where they are, each with why."""
+def _survey(config: Config, aside_only: bool) -> tuple[list[Path], list[dict[str, str]]]:
+    """The inbox's candidates (none with `aside_only`), and the files the agent leaves where they
+    are, each with why."""
     if not config.inbox.path.is_dir():
         return [], []
     rules = Rules(config.inbox.path, config.inbox.patterns, config.inbox.recursive)
     candidates, not_taken = [], []
-    for path, why in rules.survey():
+    for path, why in rules.survey(aside_only):
         if why is None:
             candidates.append(path)
         else:

@@ -70,14 +70,15 @@ class Rules:
         """True for a folder a scan must not enter: the archive and dot-folders (their size never costs CPU)."""
         return (rel_dir == Path(".") and name in ARCHIVE_DIRS) or _hidden(name)
 
-    def survey(self) -> Iterator[tuple[Path, Unaccepted | None]]:
+    def survey(self, aside_only: bool = False) -> Iterator[tuple[Path, Unaccepted | None]]:
         """Every file under the inbox that is work (None) or left aside (with why), never following
-        links; without `recursive`, subfolders are looked into one level deep, only to say so."""
+        links; without `recursive`, subfolders are looked into one level deep, only to say so.
+        `aside_only`: only the files left aside (`status` while `run` lists the work itself)."""
         stack = [self.root]
         while stack:
             folder = stack.pop()
             try:
-                subfolders, found = self._look_in(folder)
+                subfolders, found = self._look_in(folder, aside_only)
             except OSError as exc:
                 if folder == self.root:
                     log.warning("cannot list %s (%s): check that the folder exists and is readable", folder, exc)
@@ -87,7 +88,7 @@ class Rules:
             stack.extend(subfolders)
             yield from found
 
-    def _look_in(self, folder: Path) -> tuple[list[Path], list[tuple[Path, Unaccepted | None]]]:
+    def _look_in(self, folder: Path, aside_only: bool) -> tuple[list[Path], list[tuple[Path, Unaccepted | None]]]:
         """The subfolders to look into and the files found in `folder`, listed through a descriptor
         reached without links, so a folder deeper than PATH_MAX is listed too."""
         rel_dir = folder.relative_to(self.root)
@@ -106,7 +107,9 @@ class Rules:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # gone meanwhile
-                found.append((folder / entry.name, problem_of(st, verdict)))
+                why = problem_of(st, verdict)
+                if why is not None or not aside_only:
+                    found.append((folder / entry.name, why))
         return subfolders, found
 
     def scan(self) -> Iterator[Path]:
