@@ -157,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     # own, which it closes when it stops, so requests waiting for their turn give up at once.
     limiter = api_budget(configs[0].qonto) if len(configs) > 1 else None
     try:
-        if args.command == "run" and configs[0].profile is not None and len(configs) > 1:
+        if args.command == "run" and len(configs) > 1:  # several organizations: profiles
             return _exit_run(fleet.run(configs, limiter))
         codes, outputs = [], []
         for cfg in configs:  # one organization after the other, on one budget

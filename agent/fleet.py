@@ -93,22 +93,32 @@ class Runner(threading.Thread):
     def _wait(self, delay: float, trouble: str) -> None:
         """Wait before starting again, writing the heartbeat meanwhile: `status` shows the profile
         as alive but needing a person, with the reason. A stop meanwhile is a clean stop: the
-        heartbeat is cleared, as `run` clears it."""
+        heartbeat is cleared, as `run` clears it. Without a ledger (it is the trouble) nothing is written."""
+        ledger = self._ledger()
         until = time.monotonic() + delay
-        while not self.stop.is_set() and time.monotonic() < until:
-            self._beat(Heartbeat(os.getpid(), time.time(), "none", "the profile waits to start again", paused=trouble))
-            self.stop.wait(min(service.HEARTBEAT_SECONDS, max(0.0, until - time.monotonic())))
-        if self.stop.is_set():
-            self._beat(None)
-
-    def _beat(self, beat: Heartbeat | None) -> None:
         try:
-            ledger = Ledger(self.config.state.path, previous=self.config.previous_ledger)
+            while not self.stop.is_set() and time.monotonic() < until:
+                beat = Heartbeat(os.getpid(), time.time(), "none", "the profile waits to start again", paused=trouble)
+                self._beat(ledger, beat)
+                self.stop.wait(min(service.HEARTBEAT_SECONDS, max(0.0, until - time.monotonic())))
+            if self.stop.is_set():
+                self._beat(ledger, None)
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def _ledger(self) -> Ledger | None:
+        """The profile's ledger, or None when it is the trouble (the "stopped" line said why)."""
+        try:
+            return Ledger(self.config.state.path, previous=self.config.previous_ledger)
         except AgentError:
-            return  # the ledger itself is the trouble: the log line said it
+            return None
+
+    @staticmethod
+    def _beat(ledger: Ledger | None, beat: Heartbeat | None) -> None:
+        if ledger is None:
+            return
         try:
             ledger.beat(beat)
         except AgentError:
-            pass
-        finally:
-            ledger.close()
+            pass  # the ledger's own trouble: its next start says it

@@ -148,13 +148,10 @@ def _profile_env(name: str, own: Mapping[str, Any], env: Mapping[str, str],
                  overrides: Mapping[tuple[str, str], str]) -> dict[str, str]:
     """The environment as the loader reads it for one profile: its own variables first; a shared
     variable only for a key the profile's table leaves to the shared section."""
-    out: dict[str, str] = {}
+    out = {k: v for k, v in env.items() if not k.startswith("QONTO_")}  # the rest (HOME, STATE_DIRECTORY) as is
     for (section, key), variable in overrides.items():
         if env.get(env_name(name, variable)):
             out[variable] = env[env_name(name, variable)]
         elif env.get(variable) and key not in own.get(section, {}):
-            out[variable] = env[variable]
-    for variable in ("STATE_DIRECTORY", "HOME", "XDG_STATE_HOME", "LOCALAPPDATA"):  # where ledgers go by default
-        if variable in env:
             out[variable] = env[variable]
     return out
